@@ -1,0 +1,36 @@
+# Turnstile's two entry points: `make demo` (run the server on the built-in simulator) and `make test`
+# (everything CI checks). Both create .venv themselves on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit bench clean docs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,claude]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/turnstile log stats tests/fixtures/transcripts/jackey8616__roma__test__fixtures__claude-stream__three-turns-one-process.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine adapters tests bench
+	$(BIN)/ruff format --check engine adapters tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict engine adapters
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/replay.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

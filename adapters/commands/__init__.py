@@ -1,0 +1,1 @@
+"""Subcommands of the ``turnstile`` command: one module each, exposing ``add_parser`` and ``run``."""

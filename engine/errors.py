@@ -1,0 +1,86 @@
+"""One exception hierarchy for all of Turnstile.
+
+Every message says what happened and what to do about it. Code that catches Turnstile's errors catches
+:class:`TurnstileError`; the subclasses exist so callers (and the HTTP layer) can map them to answers.
+"""
+
+from __future__ import annotations
+
+
+class TurnstileError(Exception):
+    """Root of every error Turnstile raises on purpose."""
+
+
+class ConfigError(TurnstileError):
+    """A configuration value is invalid; the message names the setting and the accepted values."""
+
+
+class AgentBinaryNotFound(TurnstileError):
+    """The agent's executable could not be located; the message lists where it was searched."""
+
+
+class SpecError(TurnstileError):
+    """A machine specification in ``specs/`` is invalid; the message names the spec and the problem."""
+
+
+class LogError(TurnstileError):
+    """A log could not be read or written."""
+
+
+class LogCorrupted(LogError):
+    """A log file holds a damaged entry before its last line (a torn last line is repaired, not raised)."""
+
+
+class SequenceGap(LogError):
+    """An append would break the gap-free sequence of a log."""
+
+
+class LogInputError(TurnstileError):
+    """A file given to a command is not a Turnstile log nor a CLI transcript (empty, binary, missing)."""
+
+
+# --- runtime ------------------------------------------------------------------------------------------
+
+
+class SessionNotFound(TurnstileError):
+    """No session has this id; list sessions to find the right one, or create it first."""
+
+
+class SessionExists(TurnstileError):
+    """A session with this id already exists; pick another id or use the existing session."""
+
+
+class StreamNotFound(TurnstileError):
+    """The session has no stream (turn) with this id; stream ids are returned by ``start_turn``."""
+
+
+class QueueFull(TurnstileError):
+    """The session already has the maximum number of queued turns; wait for one to finish, then retry."""
+
+
+class SessionStopped(TurnstileError):
+    """The session is stopped (or stopping) and accepts no more turns; create a new session."""
+
+
+class RuntimeClosed(TurnstileError):
+    """The runtime is shutting down or closed; nothing new can start."""
+
+
+class SpawnError(TurnstileError):
+    """An agent process could not be started; the message says which program and why."""
+
+
+class Lagged(TurnstileError):
+    """A subscriber fell too far behind the live log and was ended.
+
+    ``last_seq`` is the seq of the last entry it received: resubscribe with ``after=last_seq`` to catch
+    up from the log with no gap.
+    """
+
+    def __init__(self, last_seq: int, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"subscriber fell behind the live log after seq {last_seq}; "
+            f"resubscribe with after={last_seq} to catch up from the log"
+        )
+        self.last_seq = last_seq

@@ -1,0 +1,144 @@
+"""The process ledger: every agent process this server spawned, so a restarted server can reap leftovers.
+
+A server killed with SIGKILL cannot clean up; its agent processes (in their own process groups) live on.
+On the next start :meth:`ProcessLedger.reap_leftovers` kills those — but only the ones that are provably
+ours: the pid is alive, its start time (``/proc/<pid>/stat`` field 22, in clock ticks since boot, with the
+boot id) and its command line both match what we wrote down when we spawned it. A pid reused by some
+unrelated process fails that test and is left alone. Never by name.
+
+The ledger is a small JSON file (``<data_dir>/processes.json``) rewritten atomically on every change; with
+no data directory it lives in memory only. Its methods are synchronous and quick (a few small file
+operations), called from the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["LedgerEntry", "ProcessLedger", "process_identity"]
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One spawned process: how to recognise it again."""
+
+    pid: int
+    argv: list[str]
+    start_ticks: int | None
+    boot_id: str | None
+    spawned_at: float
+    session: str | None = None
+
+
+def _boot_id() -> str | None:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (after the parenthesised command, which may contain spaces)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]]
+
+
+def process_identity(pid: int) -> tuple[int | None, str | None]:
+    """The (start ticks, boot id) that identify a live pid, or Nones where /proc does not tell."""
+    return _start_ticks(pid), _boot_id()
+
+
+class ProcessLedger:
+    """A persistent set of the agent processes we spawned. ``path=None`` keeps it in memory."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._entries: dict[int, LedgerEntry] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                entries = msgspec.json.decode(self.path.read_bytes(), type=list[LedgerEntry])
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                # A damaged ledger only costs us the reaping of leftovers; it must never stop a start.
+                entries = []
+            self._entries = {e.pid: e for e in entries}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[LedgerEntry]:
+        """What is recorded, oldest first."""
+        return sorted(self._entries.values(), key=lambda e: e.spawned_at)
+
+    def add(self, pid: int, argv: list[str], session: str | None = None) -> LedgerEntry:
+        """Record a process right after it was spawned."""
+        ticks, boot = process_identity(pid)
+        entry = LedgerEntry(
+            pid=pid, argv=list(argv), start_ticks=ticks, boot_id=boot, spawned_at=time.time(), session=session
+        )
+        self._entries[pid] = entry
+        self._save()
+        return entry
+
+    def remove(self, pid: int) -> None:
+        """Forget a process once it has been reaped (idempotent)."""
+        if self._entries.pop(pid, None) is not None:
+            self._save()
+
+    def is_ours(self, entry: LedgerEntry) -> bool:
+        """True only when pid, start time, boot and command line all match a live process."""
+        if entry.start_ticks is None:
+            return False
+        ticks, boot = process_identity(entry.pid)
+        if ticks != entry.start_ticks or boot != entry.boot_id:
+            return False
+        return _cmdline(entry.pid) == entry.argv
+
+    def reap_leftovers(self) -> list[LedgerEntry]:
+        """SIGKILL the process group of every recorded process that is provably ours; forget the rest.
+
+        Returns the entries that were killed. Called once at startup, before anything is spawned.
+        """
+        killed: list[LedgerEntry] = []
+        for entry in self.entries():
+            if self.is_ours(entry):
+                # The agent was started in its own session, so its pid is its process group id; the
+                # group holds whatever tools it had running.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(entry.pid, signal.SIGKILL)
+                killed.append(entry)
+        self._entries.clear()
+        self._save()
+        return killed
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(msgspec.json.encode(self.entries()))
+            os.replace(tmp, self.path)
+        except OSError:
+            # Best effort: losing the ledger loses only the reaping of leftovers after a crash.
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -1,0 +1,277 @@
+"""The embedded default store: one append-only NDJSON file per session under a data directory.
+
+Durability: every append is one ``write`` of whole lines to a file opened with ``O_APPEND``, so a server
+killed with SIGKILL loses nothing it appended (the kernel has the bytes). ``fsync`` additionally guards
+against power loss, by policy: ``always`` (every append), ``lifecycle`` (appends that carry a lifecycle
+entry — a turn requested, a stream ended, a process spawned or exited — the default), or ``never``.
+
+Crash repair: a crash in the middle of a write can leave a torn last line. :meth:`FileLogStore.open`
+finds it, cuts the file back to the last complete entry, and appends a ``log.repaired`` entry that keeps
+the torn bytes — so the sequence continues and no complete entry is ever lost. Damage *before* the last
+line is not a crash artefact and raises :class:`engine.errors.LogCorrupted` with the line number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+from engine.errors import LogCorrupted, LogError
+from engine.log import CliLine, LogRepaired, Record, decode_entry, kind_of, raw_field, record
+from engine.stores.memory import check_continues
+
+__all__ = ["FileLogRepository", "FileLogStore", "FsyncPolicy"]
+
+FsyncPolicy: TypeAlias = Literal["always", "lifecycle", "never"]
+
+_LIFECYCLE_KINDS: Final = frozenset(
+    {"turn.requested", "stream.ended", "process.spawned", "process.exited", "session.created"}
+    | {"session.stopped", "session.recovered", "log.repaired"}
+)
+_SESSION_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_READ_CHUNK: Final = 1 << 20
+
+
+class FileLogStore:
+    """One session's log as an NDJSON file. Create with :meth:`open`."""
+
+    def __init__(self, path: Path, fd: int, offsets: list[int], size: int, fsync: FsyncPolicy) -> None:
+        self.path = path
+        self._fd = fd
+        # _offsets[i] is the byte offset of the line of seq i + 1; a read can seek straight to any seq.
+        self._offsets = offsets
+        self._size = size
+        self._fsync = fsync
+        self._closed = False
+        self.repaired: LogRepaired | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy = "lifecycle",
+        clock: Callable[[], float] = time.time,
+    ) -> FileLogStore:
+        """Open (creating if needed) the log at ``path``, repairing a torn last line.
+
+        After a repair, :attr:`repaired` holds the ``log.repaired`` entry that was appended.
+        """
+        p = Path(path)
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise LogError(
+                f"cannot open log {p}: {exc.strerror}; check the data directory's permissions"
+            ) from exc
+        try:
+            offsets, good_end, torn = _scan(fd, p)
+            store = cls(p, fd, offsets, good_end, fsync)
+            if torn is not None:
+                os.ftruncate(fd, good_end)
+                raw, encoding = raw_field(torn)
+                repair = LogRepaired(
+                    seq=len(offsets) + 1, ts=clock(), dropped_bytes=len(torn), raw=raw, encoding=encoding
+                )
+                store.append([record(repair)])
+                store.repaired = repair
+        except BaseException:
+            os.close(fd)
+            raise
+        return store
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last entry (0 when empty)."""
+        return len(self._offsets)
+
+    def append(self, records: Sequence[Record]) -> None:
+        """Append whole lines in one write; fsync by policy."""
+        if self._closed:
+            raise LogError(f"append to closed log {self.path}")
+        if not records:
+            return
+        check_continues(self.last_seq, records)
+        blob = b"".join(r.data + b"\n" for r in records)
+        try:
+            _write_all(self._fd, blob)
+            if self._fsync == "always" or (
+                self._fsync == "lifecycle"
+                and any(
+                    type(r.entry) is not CliLine and kind_of(r.entry) in _LIFECYCLE_KINDS for r in records
+                )
+            ):
+                os.fsync(self._fd)
+        except OSError as exc:
+            # Undo a partial write so the file still ends on a line boundary and the append can be retried.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise LogError(f"cannot append to log {self.path}: {exc.strerror}") from exc
+        offset = self._size
+        for r in records:
+            self._offsets.append(offset)
+            offset += len(r.data) + 1
+        self._size = offset
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Record]:
+        """Records with ``seq > after``, in order (up to the last seq at the time of the call)."""
+        start = max(after, 0)
+        stop = len(self._offsets) if limit is None else min(len(self._offsets), start + limit)
+        if start >= stop:
+            return iter(())
+        return self._read_range(start, stop)
+
+    def _read_range(self, start: int, stop: int) -> Iterator[Record]:
+        begin = self._offsets[start]
+        end = self._offsets[stop] if stop < len(self._offsets) else self._size
+        with open(self.path, "rb") as f:
+            f.seek(begin)
+            pending = b""
+            remaining = end - begin
+            while remaining > 0:
+                chunk = f.read(min(_READ_CHUNK, remaining))
+                if not chunk:
+                    raise LogError(f"log {self.path} is shorter than its index; was it changed by hand?")
+                remaining -= len(chunk)
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    yield Record(decode_entry(line), line)
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+    def __enter__(self) -> FileLogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_all(fd: int, blob: bytes) -> None:
+    view = memoryview(blob)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_from(fd: int, pos: int) -> bytes:
+    os.lseek(fd, pos, os.SEEK_SET)
+    return _read_rest(fd)
+
+
+def _read_rest(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, _READ_CHUNK):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
+    """Index the file: line offsets, the end of the last good line, and a torn tail (or None)."""
+    offsets: list[int] = []
+    pos = 0
+    pending = b""
+    line_no = 0
+    os.lseek(fd, 0, os.SEEK_SET)
+    while True:
+        chunk = os.read(fd, _READ_CHUNK)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for index, line in enumerate(lines):
+            line_no += 1
+            try:
+                entry = decode_entry(line)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+                # Damage on a line that has a newline after it. It is a torn tail only if nothing
+                # but whitespace follows it; otherwise the file was damaged in the middle.
+                rest = b"\n".join(lines[index + 1 :]) + b"\n" + pending + _read_rest(fd)
+                if rest.strip():
+                    raise LogCorrupted(
+                        f"{path}:{line_no}: damaged entry before the end of the log ({exc}); "
+                        "move the file aside to start the session's log afresh"
+                    ) from exc
+                return offsets, pos, _read_from(fd, pos)
+            if entry.seq != len(offsets) + 1:
+                raise LogCorrupted(
+                    f"{path}:{line_no}: entry seq {entry.seq} where {len(offsets) + 1} was expected"
+                )
+            offsets.append(pos)
+            pos += len(line) + 1
+    if pending:
+        # No newline at the end: either a complete entry whose newline was not written (keep it and
+        # add the newline) or a torn line (cut it off).
+        try:
+            entry = decode_entry(pending)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return offsets, pos, pending
+        if entry.seq != len(offsets) + 1:
+            return offsets, pos, pending
+        _write_all(fd, b"\n")
+        offsets.append(pos)
+        pos += len(pending) + 1
+    return offsets, pos, None
+
+
+class FileLogRepository:
+    """The data directory: ``<root>/sessions/<session id>.ndjson``, one log per session."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: FsyncPolicy = "lifecycle") -> None:
+        self.root = Path(root)
+        self.fsync: FsyncPolicy = fsync
+        self.sessions_dir = self.root / "sessions"
+
+    def ensure(self) -> None:
+        """Create the directories; raise :class:`LogError` with the reason when that is impossible."""
+        try:
+            self.sessions_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LogError(f"cannot create data directory {self.sessions_dir}: {exc.strerror}") from exc
+
+    def path_for(self, session_id: str) -> Path:
+        """The log file of ``session_id`` (validated: no path tricks)."""
+        if not _SESSION_ID.match(session_id):
+            raise LogError(f"invalid session id {session_id!r}: use letters, digits, '_', '-' and '.'")
+        return self.sessions_dir / f"{session_id}.ndjson"
+
+    def open(self, session_id: str) -> FileLogStore:
+        """Open or create the log of ``session_id``."""
+        self.ensure()
+        return FileLogStore.open(self.path_for(session_id), fsync=self.fsync)
+
+    def exists(self, session_id: str) -> bool:
+        """Whether a log exists for ``session_id``."""
+        try:
+            return self.path_for(session_id).exists()
+        except LogError:
+            return False
+
+    def list_ids(self) -> list[str]:
+        """Session ids with a log, oldest file first."""
+        if not self.sessions_dir.is_dir():
+            return []
+        files = sorted(self.sessions_dir.glob("*.ndjson"), key=lambda p: (p.stat().st_mtime, p.name))
+        return [p.stem for p in files]
+
+    def writable(self) -> str | None:
+        """None when the directory accepts writes, else the reason (for readiness checks)."""
+        try:
+            self.ensure()
+            probe = self.sessions_dir / ".write-probe"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except (OSError, LogError) as exc:
+            return f"data directory {self.sessions_dir} is not writable: {exc}"
+        return None

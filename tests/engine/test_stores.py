@@ -1,0 +1,184 @@
+"""engine.stores: gap-free append, reads from any seq, and crash repair of the file store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.errors import LogCorrupted, LogError, SequenceGap
+from engine.log import (
+    CliLine,
+    LogRepaired,
+    Record,
+    StreamEnded,
+    TurnRequested,
+    entry_from_frame,
+    raw_bytes,
+    record,
+)
+from engine.stores import LogStore
+from engine.stores.file import FileLogRepository, FileLogStore
+from engine.stores.memory import MemoryLogStore
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "transcripts"
+ROMA = FIXTURE / "jackey8616__roma__test__fixtures__claude-stream__tool-use-turn.jsonl"
+
+
+def sample_records(n_cli: int = 5) -> list[Record]:
+    out = [record(TurnRequested(seq=1, ts=1.0, stream="t1", prompt="hi"))]
+    for line in ROMA.read_bytes().splitlines()[:n_cli]:
+        made = entry_from_frame(line, seq=len(out) + 1, ts=2.0, stream="t1")
+        assert made is not None
+        out.append(record(made[0]))
+    out.append(
+        record(StreamEnded(seq=len(out) + 1, ts=3.0, stream="t1", outcome="completed", reason="result"))
+    )
+    return out
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:
+    if request.param == "memory":
+        return MemoryLogStore()
+    return FileLogStore.open(tmp_path / "s.ndjson")
+
+
+def test_append_and_read_from_any_seq(store: LogStore) -> None:
+    recs = sample_records()
+    store.append(recs[:3])
+    store.append(recs[3:])
+    assert store.last_seq == len(recs)
+    assert [r.entry for r in store.read()] == [r.entry for r in recs]
+    for after in range(len(recs) + 2):
+        got = list(store.read(after=after))
+        assert [r.entry.seq for r in got] == list(range(after + 1, len(recs) + 1))
+        assert [r.data for r in got] == [r.data for r in recs[after:]]
+    assert [r.entry.seq for r in store.read(after=2, limit=2)] == [3, 4]
+    assert isinstance(store, LogStore)
+
+
+def test_gaps_and_duplicates_are_refused(store: LogStore) -> None:
+    recs = sample_records()
+    store.append(recs[:2])
+    with pytest.raises(SequenceGap):
+        store.append(recs[3:4])
+    with pytest.raises(SequenceGap):
+        store.append(recs[1:2])
+    assert store.last_seq == 2
+
+
+def test_append_after_close_is_an_error(store: LogStore) -> None:
+    store.close()
+    with pytest.raises(LogError):
+        store.append(sample_records()[:1])
+
+
+def test_file_store_reopen_continues(tmp_path: Path) -> None:
+    recs = sample_records()
+    with FileLogStore.open(tmp_path / "a.ndjson") as s:
+        s.append(recs)
+    with FileLogStore.open(tmp_path / "a.ndjson") as s:
+        assert s.last_seq == len(recs) and s.repaired is None
+        assert [r.data for r in s.read()] == [r.data for r in recs]
+        s.append([record(TurnRequested(seq=len(recs) + 1, ts=5.0, stream="t2", prompt="again"))])
+    assert (tmp_path / "a.ndjson").read_bytes().count(b"\n") == len(recs) + 1
+
+
+def test_truncating_the_last_entry_at_every_byte_never_loses_an_earlier_one(tmp_path: Path) -> None:
+    recs = sample_records(3)
+    path = tmp_path / "full.ndjson"
+    with FileLogStore.open(path) as s:
+        s.append(recs)
+    full = path.read_bytes()
+    last_start = len(full) - len(recs[-1].data) - 1
+    for cut in range(last_start, len(full) + 1):
+        p = tmp_path / f"cut{cut}.ndjson"
+        p.write_bytes(full[:cut])
+        with FileLogStore.open(p, clock=lambda: 99.0) as s:
+            got = list(s.read())
+            # Every complete earlier entry survives, in order, byte for byte.
+            assert [r.data for r in got[: len(recs) - 1]] == [r.data for r in recs[:-1]]
+            torn = full[last_start:cut]
+            if cut >= len(full) - 1:
+                # The whole last entry is there (with or without its newline): nothing is lost.
+                assert [r.data for r in got] == [r.data for r in recs]
+                assert s.repaired is None
+            elif torn:
+                assert s.repaired is not None and isinstance(got[-1].entry, LogRepaired)
+                assert got[-1].entry.seq == len(recs)  # the sequence continues with no gap
+                assert raw_bytes(got[-1].entry.raw, got[-1].entry.encoding) == torn
+            else:
+                assert s.repaired is None and len(got) == len(recs) - 1
+            # The repaired file is a valid log that accepts appends.
+            nxt = s.last_seq + 1
+            s.append([record(TurnRequested(seq=nxt, ts=1.0, stream="t9", prompt="x"))])
+        with FileLogStore.open(p) as again:
+            assert again.repaired is None and again.last_seq == nxt
+
+
+def test_damage_before_the_end_is_reported_not_repaired(tmp_path: Path) -> None:
+    recs = sample_records(3)
+    path = tmp_path / "bad.ndjson"
+    with FileLogStore.open(path) as s:
+        s.append(recs)
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b'{"kind":"cli","seq":2,"broken'
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(LogCorrupted, match=r"bad\.ndjson:2"):
+        FileLogStore.open(path)
+
+
+def test_seq_out_of_order_in_file_is_corruption(tmp_path: Path) -> None:
+    recs = sample_records(2)
+    path = tmp_path / "order.ndjson"
+    path.write_bytes(recs[1].data + b"\n" + recs[0].data + b"\n")
+    with pytest.raises(LogCorrupted, match="seq 2 where 1"):
+        FileLogStore.open(path)
+
+
+def test_cli_bytes_survive_the_file_store(tmp_path: Path) -> None:
+    recs = sample_records(10)
+    with FileLogStore.open(tmp_path / "c.ndjson") as s:
+        s.append(recs)
+        originals = ROMA.read_bytes().splitlines()[:10]
+        cli = [r.entry for r in s.read() if isinstance(r.entry, CliLine)]
+        assert [bytes(e.msg) for e in cli] == [o.strip() for o in originals]
+
+
+@pytest.mark.parametrize("policy", ["always", "lifecycle", "never"])
+def test_fsync_policies_write_the_same_bytes(tmp_path: Path, policy: str) -> None:
+    recs = sample_records()
+    with FileLogStore.open(tmp_path / f"{policy}.ndjson", fsync=policy) as s:  # type: ignore[arg-type]
+        s.append(recs)
+    assert (tmp_path / f"{policy}.ndjson").read_bytes() == b"".join(r.data + b"\n" for r in recs)
+
+
+def test_repository_lists_and_validates_ids(tmp_path: Path) -> None:
+    repo = FileLogRepository(tmp_path / "data")
+    assert repo.list_ids() == [] and repo.writable() is None
+    with repo.open("s-1") as s:
+        s.append(sample_records(1))
+    with repo.open("s_2"):
+        pass
+    assert set(repo.list_ids()) == {"s-1", "s_2"} and repo.exists("s-1")
+    for bad in ["../etc", "a/b", "", ".hidden"]:
+        with pytest.raises(LogError, match="invalid session id"):
+            repo.path_for(bad)
+        assert not repo.exists(bad)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_repository_reports_unwritable_dir(tmp_path: Path) -> None:  # pragma: no cover - CI runs as root
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    assert FileLogRepository(d).writable() is not None
+
+
+def test_repository_reports_a_file_in_the_way(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    reason = FileLogRepository(blocker).writable()
+    assert reason is not None and "not writable" in reason
