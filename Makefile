@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/turnstile log stats tests/fixtures/transcripts/jackey8616__roma__test__fixtures__claude-stream__three-turns-one-process.jsonl
+	$(BIN)/turnstile serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine adapters tests bench

@@ -71,7 +71,11 @@ def main() -> None:
         for ln in lines:
             json.loads(ln)
 
-    runs: dict[str, Callable[[], None]] = {"turnstile": ours, "msgspec-dict": msgspec_dict, "stdlib-json": stdlib}
+    runs: dict[str, Callable[[], None]] = {
+        "turnstile": ours,
+        "msgspec-dict": msgspec_dict,
+        "stdlib-json": stdlib,
+    }
     try:
         import orjson
 

@@ -19,7 +19,7 @@ defaults. Readers decode an unknown kind to :class:`UnknownEntry` rather than fa
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, NamedTuple, TypeAlias
+from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
 
 import msgspec
 
@@ -442,6 +442,7 @@ def entry_from_frame(
         return _special_frame(frame, seq, ts, stream)  # type: ignore[arg-type]
     # The CLI ends lines with "\n" only and never pads them: skip the strip (a copy) when the ends
     # are already clean.
+    view: Message | LineError | None
     if frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
         line = frame
         view = decode_message(line)
@@ -454,7 +455,7 @@ def entry_from_frame(
     # msgspec does not validate the UTF-8 of fields it skips; a CLI line kept raw must be valid UTF-8
     # or the log line embedding it would not be JSON (isascii is the fast pre-check).
     if tag is not None and (line.isascii() or _valid_utf8(line)):
-        return CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=msgspec.Raw(line)), view
+        return CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=msgspec.Raw(line)), cast(Message, view)
     if isinstance(view, UnknownMessage | InvalidMessage) and _valid_utf8(line):
         return CliLine(seq=seq, ts=ts, stream=stream, type=view.type, msg=msgspec.Raw(line)), view
     error = view if isinstance(view, LineError) else LineError(reason="malformed", error="not valid UTF-8")

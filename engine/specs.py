@@ -194,7 +194,7 @@ def specs_dir() -> Path:
 
 
 def parse_spec(data: str, *, source: str = "<spec>", kind: str | None = None) -> Spec:
-    """Parse and check one spec from TOML text. ``source`` names it in errors; ``kind`` is its expected name."""
+    """Parse and check one spec from TOML; ``source`` names it in errors, ``kind`` is its expected name."""
     try:
         raw = tomllib.loads(data)
     except tomllib.TOMLDecodeError as exc:
@@ -251,11 +251,16 @@ def check(spec: Spec, *, kind: str | None = None) -> list[str]:
         problems.append(f"initial state {spec.initial!r} is terminal: a model would be born finished")
     if not spec.terminal:
         problems.append("no terminal state: mark at least one state `terminal = true`")
+    for group in spec.groups:
+        if group in states or not group.isidentifier():
+            problems.append(f"group name {group!r} must be an identifier distinct from every state name")
     for name, state in states.items():
         if not name.isidentifier():
             problems.append(f"state name {name!r} is not an identifier")
         if state.group is not None and state.group not in spec.groups:
-            problems.append(f"state {name!r} is in unknown group {state.group!r}: declare [groups.{state.group}]")
+            problems.append(
+                f"state {name!r} is in unknown group {state.group!r}: declare [groups.{state.group}]"
+            )
     problems += _check_transitions(spec)
     if problems:
         return problems
@@ -300,7 +305,7 @@ def _check_transitions(spec: Spec) -> list[str]:
         conditions = [(e.guard, e.unless) for e in options]
         if any(g is None and u is None for g, u in conditions) or len(set(conditions)) < len(conditions):
             problems.append(
-                f"trigger {trigger!r} from {source!r} has {len(options)} transitions that no guard tells apart"
+                f"trigger {trigger!r} from {source!r} has {len(options)} transitions no guard tells apart"
             )
     return problems
 

@@ -1,15 +1,33 @@
 """Turn timing: where a turn's time went, derived from time spent in each stream state (sans-IO).
 
-:class:`TurnTiming` is the record the fold attaches to every ended stream (and that ``stream.ended``
-carries). Durations are milliseconds; a duration is ``None`` when the log has no timestamps to derive
-it from (a raw transcript without the recorder's ``_t``) — timing is reported as unknown, never invented.
+:class:`TurnTiming` is the record the fold attaches to every stream (and that ``stream.ended`` carries).
+It is computed by a :class:`StateClock`, which the fold moves along with the stream machine: each stream
+state names the *phase* its time counts for (``specs/stream.toml``)::
+
+    queued, dispatched          -> waiting     ttfe_ms = time until the first streaming state
+    thinking                    -> thinking    thinking_ms
+    responding                  -> responding  responding_ms
+    tool_running                -> tool        tool_ms
+    completed, failed, ...      -> done        (the clock stops: total_ms = end - start)
+
+Durations are milliseconds rounded to 0.1 ms. A duration is ``None`` when the log has no timestamps to
+derive it from (a raw transcript without the recorder's ``_t``): timing is reported as unknown, never
+invented. A timestamp that goes backwards (clock skew between recorders) counts as zero time.
+
+Tokens and cost come from the turn's ``result``: ``input_tokens`` counts every input token the model read
+(uncached + cache writes + cache reads), ``output_tokens`` the output; the CLI's ``total_cost_usd`` is a
+running total per process, so a turn's cost is the difference from the previous result of the same
+process (:func:`turn_cost`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 
-__all__ = ["TurnTiming"]
+__all__ = ["StateClock", "TurnTiming", "tokens_of", "turn_cost"]
 
 
 class TurnTiming(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
@@ -32,6 +50,11 @@ class TurnTiming(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False)
         return round(100.0 * part_ms / self.total_ms, 1)
 
     @property
+    def ttfe_pct(self) -> float | None:
+        """Share of the turn spent waiting for the first event."""
+        return self.pct(self.ttfe_ms)
+
+    @property
     def thinking_pct(self) -> float | None:
         """Share of the turn spent thinking."""
         return self.pct(self.thinking_ms)
@@ -45,3 +68,112 @@ class TurnTiming(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False)
     def responding_pct(self) -> float | None:
         """Share of the turn spent writing the answer."""
         return self.pct(self.responding_ms)
+
+
+_STREAMING_PHASES = frozenset({"thinking", "responding", "tool"})
+
+
+def _ms(seconds: float) -> float:
+    return round(max(seconds, 0.0) * 1000.0, 1)
+
+
+class StateClock:
+    """Accumulates the time one stream spends in each state.
+
+    ``phases`` maps each state to its phase (``waiting``, ``thinking``, ``responding``, ``tool``,
+    ``done``); entering a ``done`` state stops the clock. Times are seconds (``None`` when unknown).
+    """
+
+    __slots__ = ("_end", "_entered", "_first", "_phases", "_spent", "_start", "_state", "_unknown")
+
+    def __init__(self, state: str, ts: float | None, phases: Mapping[str, str]) -> None:
+        self._phases = phases
+        self._state = state
+        self._start = ts
+        self._entered = ts
+        self._end: float | None = None
+        self._first: float | None = None
+        self._spent: dict[str, float] = {}
+        self._unknown = ts is None
+        self._note_first(state, ts)
+
+    def enter(self, state: str, ts: float | None) -> None:
+        """The stream moved to ``state`` at ``ts``."""
+        if ts is None or self._entered is None:
+            self._unknown = True
+        elif not self._unknown:
+            self._spent[self._state] = self._spent.get(self._state, 0.0) + (ts - self._entered)
+        self._state = state
+        self._entered = ts
+        self._note_first(state, ts)
+        if self._phases.get(state) == "done":
+            self._end = ts
+
+    def _note_first(self, state: str, ts: float | None) -> None:
+        if self._first is None and self._phases.get(state) in _STREAMING_PHASES:
+            self._first = ts
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the stream reached a terminal (``done``) state."""
+        return self._phases.get(self._state) == "done"
+
+    def timing(
+        self,
+        now: float | None,
+        *,
+        tool_calls: int = 0,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float | None = None,
+    ) -> TurnTiming:
+        """The timing so far: up to the terminal state, or up to ``now`` for a stream still open."""
+        end = self._end if self.stopped else now
+        counts: dict[str, Any] = {
+            "tool_calls": tool_calls,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost_usd,
+        }
+        if self._unknown or self._start is None or end is None or self._entered is None:
+            return TurnTiming(**counts)
+        by_phase = {"thinking": 0.0, "responding": 0.0, "tool": 0.0}
+        for state, seconds in self._spent.items():
+            phase = self._phases.get(state)
+            if phase in by_phase:
+                by_phase[phase] += max(seconds, 0.0)
+        if not self.stopped:  # the current state is still running
+            phase = self._phases.get(self._state)
+            if phase in by_phase:
+                by_phase[phase] += max(end - self._entered, 0.0)
+        return TurnTiming(
+            total_ms=_ms(end - self._start),
+            ttfe_ms=_ms(self._first - self._start) if self._first is not None else None,
+            thinking_ms=_ms(by_phase["thinking"]),
+            responding_ms=_ms(by_phase["responding"]),
+            tool_ms=_ms(by_phase["tool"]),
+            **counts,
+        )
+
+
+def tokens_of(usage: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
+    """``(input_tokens, output_tokens)`` of a result's ``usage`` (input includes cache writes and reads)."""
+    if not usage:
+        return None, None
+    parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    known = [p for p in parts if isinstance(p, int)]
+    output = usage.get("output_tokens")
+    return (sum(known) if known else None), (output if isinstance(output, int) else None)
+
+
+def turn_cost(total_cost_usd: float | None, previous_total: float | None) -> float | None:
+    """A turn's cost from the CLI's running total and the previous result's total on the same process.
+
+    A total lower than the previous one means the running total restarted (``/clear``, a new process the
+    log did not announce): the whole total is this turn's. Rounded to 1e-9 USD against float noise.
+    """
+    if total_cost_usd is None:
+        return None
+    if previous_total is None or total_cost_usd < previous_total:
+        return round(total_cost_usd, 9)
+    return round(total_cost_usd - previous_total, 9)

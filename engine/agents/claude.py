@@ -9,7 +9,6 @@ share exactly one definition of "how we start claude".
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from engine.errors import AgentBinaryNotFound
+from engine.protocol import encode_stdin, interrupt_request, user_input
 
 __all__ = [
     "BUNDLED_SDK_PACKAGE",
@@ -206,24 +206,12 @@ def offline_env(base_url: str, home: str) -> dict[str, str]:
     }
 
 
-def _line(obj: object) -> bytes:
-    # ASCII-only compact JSON: one object per line, no raw newlines or encoding surprises.
-    return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
-
-
 def user_message_line(text: str) -> bytes:
-    """Encode one user turn as a stdin line (JSON + ``\\n``).
+    """Encode one user turn as a stdin line (JSON + ``\\n``); see :func:`engine.protocol.user_input`.
 
     ``session_id`` is ``"default"`` as in the official SDK; the CLI ignores it and reports its own.
     """
-    return _line(
-        {
-            "type": "user",
-            "message": {"role": "user", "content": text},
-            "parent_tool_use_id": None,
-            "session_id": "default",
-        }
-    )
+    return encode_stdin(user_input(text))
 
 
 def interrupt_line(request_id: str) -> bytes:
@@ -231,4 +219,4 @@ def interrupt_line(request_id: str) -> bytes:
 
     The CLI answers with a ``control_response`` carrying the same ``request_id``.
     """
-    return _line({"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}})
+    return encode_stdin(interrupt_request(request_id))

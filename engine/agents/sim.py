@@ -22,18 +22,22 @@ live 2.1.327):
   ``content_block_start``, ``content_block_delta`` (``text_delta``, ``thinking_delta``,
   ``signature_delta``, ``input_json_delta``), ``content_block_stop``, ``message_delta``,
   ``message_stop``. The full per-block ``assistant`` line comes after the block's last delta
-  and before its ``content_block_stop``.
+  and before its ``content_block_stop``. Each API call is announced by a ``system/status``
+  line (``status: "requesting"``), as 2.1.220 and 2.1.327 do in this mode.
 * ``--replay-user-messages`` echoes each stdin user message back (``isReplay: true``) just
   before the first output of its answer, as 2.1.220 does.
 * Control requests on stdin are handled at once, even mid-turn: ``interrupt`` is answered with
   ``{"still_queued": [uuids of queued messages]}`` (``cancel_queued: true`` drops them), then
-  the turn ends as in 2.1.220: the partial assistant block (``aborted: true``), a user line
-  ``[Request interrupted by user]`` and a ``result`` ``error_during_execution`` with
-  ``is_error: true`` and ``terminal_reason: "aborted_streaming"`` (``aborted_tools`` if a tool
-  was running; then a failed ``tool_result`` and ``[Request interrupted by user for tool use]``
-  come first). ``initialize``, ``set_model``, ``set_permission_mode`` and ``mcp_status`` are
-  answered with success; any other subtype with an error response
-  ``Unsupported control request subtype: X`` (``error_code: "unsupported_request"``).
+  the turn ends as in 2.1.220/2.1.327: the partial assistant block (``aborted: true``), a user
+  line ``[Request interrupted by user]``, with partial messages the synthetic
+  ``content_block_stop``/``message_delta``/``message_stop`` that close the abandoned API
+  message, and a ``result`` ``error_during_execution`` with ``is_error: true`` and
+  ``terminal_reason: "aborted_streaming"``. If a tool was running, a failed ``tool_result`` and
+  a user ``[Request interrupted by user for tool use]`` come instead of the plain line and the
+  reason is ``aborted_tools`` (this shape is a best guess: no recording shows it).
+  ``initialize``, ``set_model``, ``set_permission_mode`` and ``mcp_status`` are answered with
+  success; any other subtype with an error response ``Unsupported control request subtype: X``
+  (``error_code: "unsupported_request"``), as 2.1.327 does.
 * A stdin line that is not a JSON object: ``Error parsing streaming input line ...`` on
   stderr, exit 1.
 * stdin EOF: the running turn and every queued message are still served (the official SDK
@@ -103,10 +107,12 @@ prompt is echoed in the default answer. A bare key takes the default in parenthe
 ``truncate``          halfway through: write half of a JSON line without newline, exit 0
 ``stderr_flood=N``    write N lines to stderr right after ``init`` (1000)
 ``api_error=CODE``    end the turn like a real API error: for 408/409/429/5xx first
-                      ``retries`` ``system/api_retry`` lines with growing backoff, then a
-                      synthetic ``assistant`` (model ``<synthetic>``, ``error``) and a
-                      ``result`` ``success`` with ``is_error: true``,
-                      ``terminal_reason: "api_error"``, ``api_error_status: CODE`` (500)
+                      ``retries`` ``system/api_retry`` lines with growing backoff (other
+                      codes fail at once, as 2.1.327 retries a 400 silently), then a
+                      synthetic ``assistant`` (model ``<synthetic>``, ``error``, text
+                      ``API Error: CODE ...``) and a ``result`` ``success`` with
+                      ``is_error: true``, ``terminal_reason: "api_error"``,
+                      ``api_error_status: CODE`` (500)
 ``retries=N``         number of ``api_retry`` lines before the final API error (10)
 ``replay=NAME``       emit the first turn of a bundled recording (``recordings/``, by file
                       name or its last ``__`` part, e.g. ``tool-use-turn``) line by line,
@@ -117,6 +123,12 @@ prompt is echoed in the default answer. A bare key takes the default in parenthe
 
 With no directive the answer is a short friendly sentence that echoes a few words of the
 prompt. Unknown keys and bad values are reported on stderr and ignored.
+
+Not simulated (use ``replay=`` or the real CLI for these): ``rate_limit_event``,
+``system/task_*`` and ``thinking_tokens`` lines, 2.1.327's ``command_lifecycle`` lines, the
+many extra fields of newer builds (``ttft_ms``, ``subagent_stats``, ``api_message_id`` ...),
+shuffled key order in ``result``, permission prompts (``can_use_tool``), hooks, MCP, and
+compaction. ``--allowedTools`` is accepted but every tool call "runs".
 
 Exit codes
 ----------
@@ -510,7 +522,6 @@ _IGNORED_VALUE_FLAGS = (
     "--effort",
     "--json-schema",
     "--agents",
-    "--debug-to-stderr",
 )
 # Real CLI boolean flags that the sim accepts without using.
 _IGNORED_BOOL_FLAGS = (
@@ -518,6 +529,7 @@ _IGNORED_BOOL_FLAGS = (
     "--strict-mcp-config",
     "--session-mirror",
     "--dangerously-skip-permissions",
+    "--debug-to-stderr",
 )
 
 
@@ -538,41 +550,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli = parser.add_argument_group("Claude Code CLI flags (accepted like the real CLI)")
     cli.add_argument("-p", "--print", action="store_true", dest="print_mode", help="print mode")
-    cli.add_argument("--input-format", default="stream-json", help="only stream-json is spoken")
-    cli.add_argument("--output-format", default="stream-json", help="only stream-json is spoken")
+    cli.add_argument(
+        "--input-format", default="stream-json", metavar="FORMAT", help="only stream-json is spoken"
+    )
+    cli.add_argument(
+        "--output-format", default="stream-json", metavar="FORMAT", help="only stream-json is spoken"
+    )
     cli.add_argument("--verbose", action="store_true", help="required with -p and stream-json")
     cli.add_argument("--include-partial-messages", action="store_true", help="emit stream_event lines")
     cli.add_argument("--replay-user-messages", action="store_true", help="echo stdin user messages")
-    cli.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    cli.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="M", help=f"model name (default {DEFAULT_MODEL})"
+    )
     cli.add_argument(
         "--allowedTools",
         "--allowed-tools",
         dest="allowed_tools",
+        metavar="TOOLS",
         nargs="+",
         action="extend",
         default=[],
         help="accepted; tools always run",
     )
-    cli.add_argument("--disallowedTools", "--disallowed-tools", nargs="+", action="extend", default=[])
-    cli.add_argument("--tools", help="comma-separated tool list for system/init ('default' = all)")
-    cli.add_argument("--resume", "-r", help="session id to continue; ids starting 'lost-' fail")
-    cli.add_argument("--session-id", help="use this session id")
+    cli.add_argument(
+        "--disallowedTools",
+        "--disallowed-tools",
+        metavar="TOOLS",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="accepted, no effect",
+    )
+    cli.add_argument(
+        "--tools", metavar="TOOLS", help="comma-separated tool list for system/init ('default' = all)"
+    )
+    cli.add_argument("--resume", "-r", metavar="ID", help="session id to continue; ids starting 'lost-' fail")
+    cli.add_argument("--session-id", metavar="ID", help="use this session id")
     cli.add_argument("--fork-session", action="store_true", help="with --resume: use a new session id")
     cli.add_argument("--continue", "-c", action="store_true", dest="continue_", help="accepted, no effect")
-    cli.add_argument("--permission-mode", default="default", help="reported in system/init")
-    cli.add_argument("--max-turns", type=int, help="API calls allowed per turn (error_max_turns)")
+    cli.add_argument("--permission-mode", default="default", metavar="MODE", help="reported in system/init")
+    cli.add_argument(
+        "--max-turns", type=int, metavar="N", help="API calls allowed per turn (error_max_turns)"
+    )
     for name in _IGNORED_VALUE_FLAGS:
         cli.add_argument(name, help=argparse.SUPPRESS)
     for name in _IGNORED_BOOL_FLAGS:
         cli.add_argument(name, action="store_true", help=argparse.SUPPRESS)
     sim = parser.add_argument_group("simulator flags")
-    sim.add_argument("--speed", type=_non_negative_float, default=1.0, help="delay multiplier; 0 = none")
     sim.add_argument(
-        "--slow-start", type=_non_negative_float, default=0.0, help="seconds before reading stdin"
+        "--speed", type=_non_negative_float, default=1.0, metavar="F", help="delay multiplier; 0 = none"
+    )
+    sim.add_argument(
+        "--slow-start",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="seconds before reading stdin (not scaled by --speed)",
     )
     sim.add_argument("--crash-at-start", action="store_true", help="exit 1 at once")
     sim.add_argument("--ignore-interrupt", action="store_true", help="never acknowledge interrupts")
-    sim.add_argument("--seed", type=int, help="seed for generated text and jitter")
+    sim.add_argument("--seed", type=int, metavar="N", help="seed for generated text and jitter")
     return parser
 
 

@@ -3,8 +3,10 @@
 A server killed with SIGKILL cannot clean up; its agent processes (in their own process groups) live on.
 On the next start :meth:`ProcessLedger.reap_leftovers` kills those — but only the ones that are provably
 ours: the pid is alive, its start time (``/proc/<pid>/stat`` field 22, in clock ticks since boot, with the
-boot id) and its command line both match what we wrote down when we spawned it. A pid reused by some
-unrelated process fails that test and is left alone. Never by name.
+boot id) and its program (command line or executable) match what we wrote down when we spawned it; then
+its whole process group is killed. A pid reused by some unrelated process fails that test and is left
+alone. Never by name. (Tools left behind by an agent that itself already exited cannot be proven ours
+and are not touched; an agent normally exits when its stdin closes with the dead server.)
 
 The ledger is a small JSON file (``<data_dir>/processes.json``) rewritten atomically on every change; with
 no data directory it lives in memory only. Its methods are synchronous and quick (a few small file
@@ -27,7 +29,12 @@ _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One spawned process: how to recognise it again."""
+    """One spawned process: how to recognise it again.
+
+    ``cmdline`` is what ``/proc`` showed right after the spawn (a script started through its ``#!``
+    line shows its interpreter first); ``exe`` the program's path, which stays right even when the
+    program later rewrites its own command line (as Node programs setting ``process.title`` do).
+    """
 
     pid: int
     argv: list[str]
@@ -35,6 +42,8 @@ class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
     boot_id: str | None
     spawned_at: float
     session: str | None = None
+    cmdline: list[str] | None = None
+    exe: str | None = None
 
 
 def _boot_id() -> str | None:
@@ -62,6 +71,13 @@ def _cmdline(pid: int) -> list[str] | None:
     except OSError:
         return None
     return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]]
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 def process_identity(pid: int) -> tuple[int | None, str | None]:
@@ -94,7 +110,14 @@ class ProcessLedger:
         """Record a process right after it was spawned."""
         ticks, boot = process_identity(pid)
         entry = LedgerEntry(
-            pid=pid, argv=list(argv), start_ticks=ticks, boot_id=boot, spawned_at=time.time(), session=session
+            pid=pid,
+            argv=list(argv),
+            start_ticks=ticks,
+            boot_id=boot,
+            spawned_at=time.time(),
+            session=session,
+            cmdline=_cmdline(pid),
+            exe=_exe(pid),
         )
         self._entries[pid] = entry
         self._save()
@@ -106,13 +129,20 @@ class ProcessLedger:
             self._save()
 
     def is_ours(self, entry: LedgerEntry) -> bool:
-        """True only when pid, start time, boot and command line all match a live process."""
+        """True only when the pid, its start time and boot, and its program all match a live process.
+
+        The program matches when the command line is the argv we spawned or the one seen at spawn time,
+        or when the executable is the one seen at spawn time.
+        """
         if entry.start_ticks is None:
             return False
         ticks, boot = process_identity(entry.pid)
         if ticks != entry.start_ticks or boot != entry.boot_id:
             return False
-        return _cmdline(entry.pid) == entry.argv
+        cmdline = _cmdline(entry.pid)
+        if cmdline is not None and cmdline in (entry.argv, entry.cmdline):
+            return True
+        return entry.exe is not None and _exe(entry.pid) == entry.exe
 
     def reap_leftovers(self) -> list[LedgerEntry]:
         """SIGKILL the process group of every recorded process that is provably ours; forget the rest.

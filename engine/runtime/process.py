@@ -181,7 +181,7 @@ class SubprocessAgent:
         """Next stdout chunk (``b""`` at EOF or once the pipe was closed)."""
         assert self._proc.stdout is not None
         try:
-            return await self._proc.stdout.receive_some(_READ_SIZE)
+            return bytes(await self._proc.stdout.receive_some(_READ_SIZE))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return b""
 
@@ -189,7 +189,7 @@ class SubprocessAgent:
         """Next stderr chunk (``b""`` at EOF or once the pipe was closed)."""
         assert self._proc.stderr is not None
         try:
-            return await self._proc.stderr.receive_some(_READ_SIZE)
+            return bytes(await self._proc.stderr.receive_some(_READ_SIZE))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return b""
 
@@ -219,7 +219,9 @@ class SubprocessAgent:
                     await stream.aclose()
 
 
-def agent_argv(agent: AgentConfig, *, resume: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+def agent_argv(
+    agent: AgentConfig, *, resume: str | None = None, env: dict[str, str] | None = None
+) -> list[str]:
     """The command line for ``agent``: the real CLI, or the simulator with the same flags.
 
     Raises :class:`AgentBinaryNotFound` when the ``claude`` binary cannot be located.

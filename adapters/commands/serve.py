@@ -1,0 +1,113 @@
+"""``turnstile serve``: run the server (HTTP API, SSE, WebSocket, web console) on the simulator by default."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import msgspec
+import trio
+
+from engine.errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``serve``."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the server: HTTP API + SSE, WebSocket, web console (default agent: the built-in simulator)",
+        description="Run Turnstile's server. Every flag can also be set with a TURNSTILE_* environment "
+        "variable (e.g. TURNSTILE_POOL_SIZE=0); a flag wins over the environment.",
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else requires --token)")
+    p.add_argument("--port", type=int, help="HTTP/SSE/console port (default 8700; 0 = any free port)")
+    p.add_argument("--ws-port", type=int, help="WebSocket port (default 8701; 0 = any; -1 = off)")
+    p.add_argument("--agent", choices=["sim", "claude"], help="agent CLI to run (default sim)")
+    p.add_argument(
+        "--claude-bin", help="path of the Claude Code CLI (default: $TURNSTILE_CLAUDE_BIN, PATH, bundled)"
+    )
+    p.add_argument("--model", help="model passed to the agent")
+    p.add_argument("--cwd", help="working directory of agent processes")
+    p.add_argument("--allowed-tools", help="comma-separated tools the agent may use (e.g. Bash,Read)")
+    p.add_argument(
+        "--pool-size", type=int, help="warm processes kept per configuration (default 2; 0 = one-shot)"
+    )
+    p.add_argument("--data-dir", help="where session logs live (default: ./turnstile-data)")
+    p.add_argument("--token", help="require this bearer token on every request")
+    p.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable)")
+    p.add_argument(
+        "--sim-speed", type=float, help="simulator pacing multiplier (1 = realistic, 0 = no sleeps)"
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.set_defaults(func=run)
+
+
+def build_configs(args: argparse.Namespace, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """The ServerConfig and RuntimeConfig for these flags over the environment."""
+    import os
+
+    from adapters.config import ServerConfig
+    from engine.runtime.config import RuntimeConfig
+
+    environ = dict(os.environ if env is None else env)
+    server = ServerConfig.from_env(
+        environ,
+        host=args.host,
+        port=args.port,
+        ws_port=args.ws_port,
+        token=args.token,
+        cors_origins=tuple(args.cors_origin) if args.cors_origin else None,
+    )
+    overrides: dict[str, Any] = {}
+    if args.pool_size is not None:
+        overrides["pool_size"] = args.pool_size
+    data_dir = args.data_dir or environ.get("TURNSTILE_DATA_DIR") or "turnstile-data"
+    overrides["data_dir"] = data_dir
+    runtime = RuntimeConfig.from_env(environ, **overrides)
+    agent_changes: dict[str, Any] = {}
+    if args.agent is not None:
+        agent_changes["agent"] = args.agent
+    if args.claude_bin is not None:
+        agent_changes["binary"] = args.claude_bin
+    if args.model is not None:
+        agent_changes["model"] = args.model
+    if args.cwd is not None:
+        agent_changes["cwd"] = args.cwd
+    if args.allowed_tools is not None:
+        agent_changes["allowed_tools"] = tuple(t for t in args.allowed_tools.split(",") if t)
+    if args.sim_speed is not None:
+        extra = (*tuple(runtime.default_agent.extra_args), "--speed", str(args.sim_speed))
+        agent_changes["extra_args"] = extra
+    if agent_changes:
+        agent = msgspec.structs.replace(runtime.default_agent, **agent_changes)
+        runtime = msgspec.structs.replace(runtime, default_agent=agent)
+    return server, runtime
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM/SIGINT. Exit 0 after a clean shutdown, 2 for bad configuration."""
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        server, runtime = build_configs(args)
+    except ConfigError as exc:
+        print(f"turnstile serve: {exc}", file=sys.stderr)
+        return 2
+    from adapters.server import run_server
+
+    print(
+        f"turnstile: serving on http://{server.host}:{server.port} (agent {runtime.default_agent.agent}, "
+        f"pool size {runtime.pool_size}, data in {runtime.data_dir}); Ctrl-C to stop",
+        file=sys.stderr,
+    )
+    try:
+        trio.run(lambda: run_server(server, runtime, handle_signals=True))
+    except OSError as exc:
+        print(f"turnstile serve: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    return 0

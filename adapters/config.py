@@ -1,0 +1,99 @@
+"""The server's configuration: one msgspec Struct, from flags and ``TURNSTILE_*`` environment variables.
+
+Precedence: a flag given on the command line, else the environment variable, else the default below.
+The runtime's own limits (:class:`engine.runtime.config.RuntimeConfig`) are read the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from engine.errors import ConfigError
+
+__all__ = ["ServerConfig", "is_loopback"]
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How ``turnstile serve`` listens and talks to clients.
+
+    ``host``/``port``: the HTTP, SSE and console listener (127.0.0.1:8700). ``ws_port``: the WebSocket
+    listener (8701; 0 picks a free port; -1 disables it). ``token``: required on every request when set,
+    and required when binding to anything but loopback. ``cors_origins``: origins allowed to call the API
+    from a browser (none by default). ``heartbeat_s``: SSE comment interval (15 s). ``send_timeout_s``: a
+    client that does not take a write for this long is dropped (10 s); it resumes with ``Last-Event-ID``.
+    ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_prompt_bytes``: larger
+    prompts get 413 (1 MiB). ``max_ws_message``: larger WebSocket frames close the connection with 1009
+    (1 MiB). ``max_ws_subscriptions``: per connection (64).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    ws_port: int = 8701
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    heartbeat_s: float = 15.0
+    send_timeout_s: float = 10.0
+    sse_retry_ms: int = 1000
+    max_prompt_bytes: int = 1 << 20
+    max_ws_message: int = 1 << 20
+    max_ws_subscriptions: int = 64
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if not (-1 <= self.ws_port <= 65535):
+            raise ConfigError(f"ws_port must be -1 (off) or 0-65535, got {self.ws_port}")
+        if self.token is not None and not self.token:
+            raise ConfigError("token must not be empty; leave it unset to disable authentication")
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"binding to {self.host!r} exposes the agent to the network: set --token or TURNSTILE_TOKEN "
+                "(every HTTP, SSE and WebSocket request must then carry it), or bind to 127.0.0.1"
+            )
+        for name in ("heartbeat_s", "send_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
+        """Defaults, then ``TURNSTILE_<FIELD>`` variables, then ``overrides`` (flags; None = not given)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(f"TURNSTILE_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = _parse(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid server setting: {exc}") from exc
+
+
+def _parse(name: str, typ: Any, raw: str) -> Any:
+    text = str(typ)
+    try:
+        if "tuple" in text:
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
+        if typ is int or text == "int":
+            return int(raw)
+        if typ is float or text == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"TURNSTILE_{name.upper()}={raw!r} is not a valid {text}") from exc
+    return raw
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

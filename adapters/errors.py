@@ -1,0 +1,50 @@
+"""Errors as HTTP answers: ``{"error": {"code", "message"}}`` with the right status (a 4xx for bad input)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from engine import errors
+
+__all__ = ["ApiError", "error_body", "status_for"]
+
+
+class ApiError(Exception):
+    """An error the HTTP layer answers with ``status`` and a stable machine-readable ``code``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+# Runtime errors → (status, code). Looked up by class name so adapters do not depend on every subclass.
+_BY_NAME: Final[dict[str, tuple[int, str]]] = {
+    "SessionNotFound": (404, "session_not_found"),
+    "StreamNotFound": (404, "turn_not_found"),
+    "QueueFull": (429, "queue_full"),
+    "SessionStopped": (409, "session_stopped"),
+    "SessionClosed": (409, "session_stopped"),
+    "TurnNotRunning": (409, "turn_not_running"),
+    "AgentBinaryNotFound": (503, "agent_unavailable"),
+    "ConfigError": (400, "invalid_config"),
+    "LogError": (503, "storage_unavailable"),
+    "LogCorrupted": (500, "log_corrupted"),
+}
+
+
+def status_for(exc: errors.TurnstileError) -> tuple[int, str]:
+    """The HTTP status and error code for a Turnstile error (its nearest known class)."""
+    for cls in type(exc).__mro__:
+        found = _BY_NAME.get(cls.__name__)
+        if found is not None:
+            return found
+    return 400, "bad_request"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The JSON error document."""
+    return msgspec.json.encode({"error": {"code": code, "message": message}})

@@ -1,0 +1,389 @@
+"""The HTTP API (v1), SSE endpoints, metrics and the console, as one ASGI app over a :class:`Runtime`.
+
+Build it with :func:`create_app` and serve it with any ASGI server running on trio (``turnstile serve``
+uses hypercorn's trio worker), or mount it inside another Starlette/ASGI app. Every path is listed in
+``docs/api.md``. Errors are JSON ``{"error": {"code", "message"}}``; bad input always gets a 4xx.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters import views
+from adapters.config import ServerConfig
+from adapters.errors import ApiError, error_body, status_for
+from adapters.metrics import render_metrics
+from adapters.sse import SseSource, stream_sse
+from engine.errors import Lagged, TurnstileError
+from engine.log import Record, SessionStopped, StreamEnded
+from engine.runtime.runtime import Runtime
+
+__all__ = ["create_app"]
+
+CONSOLE_DIR: Final = Path(__file__).parent / "console"
+_JSON: Final = "application/json"
+
+
+class SessionOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sessions`` body. Agent settings a client may choose; the rest is server config."""
+
+    agent: str | None = None
+    model: str | None = None
+    cwd: str | None = None
+    allowed_tools: list[str] | None = None
+    partial_messages: bool | None = None
+    session_id: str | None = None
+
+
+class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sessions/{sid}/turns`` body."""
+
+    prompt: str
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response encoded with msgspec (structs, dicts and lists alike)."""
+    return Response(msgspec.json.encode(data), status_code=status, media_type=_JSON)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """The JSON error document as a response."""
+    return Response(error_body(code, message), status_code=status, media_type=_JSON)
+
+
+def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Starlette:
+    """The ASGI app serving ``runtime``. Needs to run on trio (the runtime's event loop)."""
+    config = config or ServerConfig()
+    api = _Api(runtime, config)
+    routes: list[BaseRoute] = [
+        Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", api.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/v1/machines", api.machines, methods=["GET"]),
+        Route("/v1/sessions", api.list_sessions, methods=["GET"]),
+        Route("/v1/sessions", api.create_session, methods=["POST"]),
+        Route("/v1/sessions/{sid}", api.get_session, methods=["GET"]),
+        Route("/v1/sessions/{sid}", api.delete_session, methods=["DELETE"]),
+        Route("/v1/sessions/{sid}/events", api.session_events, methods=["GET"]),
+        Route("/v1/sessions/{sid}/log", api.session_log, methods=["GET"]),
+        Route("/v1/sessions/{sid}/turns", api.start_turn, methods=["POST"]),
+        Route("/v1/sessions/{sid}/turns/{tid}", api.get_turn, methods=["GET"]),
+        Route("/v1/sessions/{sid}/turns/{tid}/events", api.turn_events, methods=["GET"]),
+        Route("/v1/sessions/{sid}/turns/{tid}/interrupt", api.interrupt, methods=["POST"]),
+        Route("/", api.console, methods=["GET"]),
+    ]
+    if CONSOLE_DIR.is_dir():
+        routes.append(Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"))
+    middleware = []
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: _http_exception,
+            ApiError: _api_error,
+            TurnstileError: _turnstile_error,
+        },
+    )
+    app.state.runtime = runtime
+    if config.token:
+        return _TokenGuard(app, config.token)  # type: ignore[return-value]
+    return app
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _turnstile_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TurnstileError)
+    status, code = status_for(exc)
+    return error_response(status, code, str(exc))
+
+
+class _TokenGuard:
+    """Requires the token on every request: ``Authorization: Bearer <token>`` or ``?token=<token>``
+    (EventSource cannot set headers, so browsers use the query parameter)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self._allowed(scope):
+            body = error_body("unauthorized", "missing or wrong token: send 'Authorization: Bearer <token>'")
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization" and value.startswith(b"Bearer "):
+                return secrets.compare_digest(value[7:].strip(), self.token)
+        query: bytes = scope.get("query_string", b"")
+        for part in query.split(b"&"):
+            if part.startswith(b"token="):
+                from urllib.parse import unquote_to_bytes
+
+                return secrets.compare_digest(unquote_to_bytes(part[6:]), self.token)
+        return False
+
+
+def parse_after(request: Request, *, last_seq: int) -> int:
+    """The resume point: ``Last-Event-ID`` header, else ``?after=``, else 0. Validated."""
+    raw = request.headers.get("last-event-id")
+    source = "Last-Event-ID"
+    if raw is None:
+        raw = request.query_params.get("after")
+        source = "after"
+    if raw is None or raw.strip() == "":
+        return 0
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(
+            400, "invalid_last_event_id", f"{source} must be a log seq (an integer), got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ApiError(400, "invalid_last_event_id", f"{source} must not be negative, got {value}")
+    if value > last_seq:
+        raise ApiError(
+            400,
+            "invalid_last_event_id",
+            f"{source} {value} is beyond the end of this session's log (last seq {last_seq}); "
+            "was it from another server's data directory?",
+        )
+    return value
+
+
+class _Api:
+    def __init__(self, runtime: Runtime, config: ServerConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.sse_lagged = 0
+
+    # --- health ------------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        ready = self.runtime.readiness()
+        body = msgspec.to_builtins(ready)
+        body["reason"] = "; ".join(ready.reasons) if ready.reasons else None
+        return json_response(body, 200 if ready.ready else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        text = render_metrics(self.runtime.metrics(), sse_lagged=self.sse_lagged)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def machines(self, request: Request) -> Response:
+        from adapters.machines_view import machines_json
+
+        return json_response(machines_json())
+
+    # --- sessions ----------------------------------------------------------------------------------
+
+    async def list_sessions(self, request: Request) -> Response:
+        return json_response({"sessions": self.runtime.sessions()})
+
+    async def create_session(self, request: Request) -> Response:
+        options = await _decode_body(request, SessionOptions, optional=True) or SessionOptions()
+        base = self.runtime.config.default_agent
+        changes: dict[str, Any] = {}
+        if options.agent is not None:
+            if options.agent not in ("sim", "claude"):
+                raise ApiError(
+                    400, "invalid_agent", f"agent must be 'sim' or 'claude', got {options.agent!r}"
+                )
+            if options.agent != base.agent:
+                changes = {"agent": options.agent, "binary": None, "extra_args": ()}
+        for name in ("model", "cwd", "partial_messages"):
+            if getattr(options, name) is not None:
+                changes[name] = getattr(options, name)
+        if options.allowed_tools is not None:
+            changes["allowed_tools"] = tuple(options.allowed_tools)
+        agent = msgspec.structs.replace(base, **changes) if changes else None
+        info = await self.runtime.create_session(agent, session_id=options.session_id)
+        return json_response(info, 201)
+
+    async def get_session(self, request: Request) -> Response:
+        return json_response(await views.session_info(self.runtime, request.path_params["sid"]))
+
+    async def delete_session(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        await self.runtime.stop_session(sid)
+        return json_response(await views.session_info(self.runtime, sid), 202)
+
+    # --- turns -------------------------------------------------------------------------------------
+
+    async def start_turn(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        body = await request.body()
+        if len(body) > self.config.max_prompt_bytes:
+            raise ApiError(
+                413,
+                "prompt_too_large",
+                f"the request body is {len(body)} bytes; the limit is {self.config.max_prompt_bytes}",
+            )
+        turn = _decode(body, TurnBody)
+        if not turn.prompt.strip():
+            raise ApiError(400, "empty_prompt", "prompt must not be empty")
+        tid = await self.runtime.start_turn(sid, turn.prompt)
+        # Under a mount (embedding), URLs we hand out carry the mount's prefix.
+        events_url = f"{request.scope.get('root_path', '')}/v1/sessions/{sid}/turns/{tid}/events"
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _SseResponse(self, sid, tid, after=0, headers=[(b"x-turn-id", tid.encode())])
+        return json_response({"turn_id": tid, "session_id": sid, "events_url": events_url}, 202)
+
+    async def get_turn(self, request: Request) -> Response:
+        sid, tid = request.path_params["sid"], request.path_params["tid"]
+        return json_response(await views.turn_info(self.runtime, sid, tid))
+
+    async def interrupt(self, request: Request) -> Response:
+        sid, tid = request.path_params["sid"], request.path_params["tid"]
+        await self.runtime.interrupt(sid, tid)
+        return json_response({"turn_id": tid, "session_id": sid, "interrupt": "requested"}, 202)
+
+    # --- streams -----------------------------------------------------------------------------------
+
+    async def turn_events(self, request: Request) -> Response:
+        sid, tid = request.path_params["sid"], request.path_params["tid"]
+        _start, end = await views.stream_bounds(self.runtime, sid, tid)
+        after = parse_after(request, last_seq=await views.last_seq(self.runtime, sid))
+        if end is not None and after >= end:
+            return Response(status_code=204)  # EventSource: stop reconnecting, the turn is over
+        return _SseResponse(self, sid, tid, after=after)
+
+    async def session_events(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        last = await views.last_seq(self.runtime, sid)
+        after = parse_after(request, last_seq=last)
+        if await views.session_closed(self.runtime, sid) and after >= last:
+            return Response(status_code=204)
+        return _SseResponse(self, sid, None, after=after)
+
+    async def session_log(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        last = await views.last_seq(self.runtime, sid)
+        raw = request.query_params.get("after", "0")
+        try:
+            after = int(raw)
+        except ValueError:
+            raise ApiError(400, "invalid_after", f"after must be an integer, got {raw!r}") from None
+        if after < 0 or after > last:
+            raise ApiError(400, "invalid_after", f"after must be between 0 and {last}, got {after}")
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for chunk in views.read_log(self.runtime, sid, after=after, upto=last):
+                yield b"".join(r.data + b"\n" for r in chunk)
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    # --- console -----------------------------------------------------------------------------------
+
+    async def console(self, request: Request) -> Response:
+        index = CONSOLE_DIR / "index.html"
+        if not index.exists():
+            return error_response(404, "no_console", "the web console is not installed in this build")
+        return FileResponse(index, media_type="text/html")
+
+
+class _SseResponse(Response):
+    """Streams a turn's (``tid``) or a whole session's entries as SSE; see :mod:`adapters.sse`."""
+
+    def __init__(
+        self,
+        api: _Api,
+        sid: str,
+        tid: str | None,
+        *,
+        after: int,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(status_code=200)
+        self.api, self.sid, self.tid, self.after, self.extra = api, sid, tid, after, headers or []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime, sid, tid = self.api.runtime, self.sid, self.tid
+
+        def subscribe(after: int) -> Any:
+            return runtime.subscribe(sid, after=after, stream=tid)
+
+        def is_last(rec: Record) -> bool:
+            if tid is not None:
+                return type(rec.entry) is StreamEnded and rec.entry.stream == tid
+            return type(rec.entry) is SessionStopped
+
+        def lagged() -> None:
+            self.api.sse_lagged += 1
+
+        cfg = self.api.config
+        await stream_sse(
+            receive,
+            send,
+            SseSource(subscribe, is_last, Lagged),
+            after=self.after,
+            retry_ms=cfg.sse_retry_ms,
+            heartbeat_s=cfg.heartbeat_s,
+            send_timeout_s=cfg.send_timeout_s,
+            extra_headers=self.extra,
+            on_lag=lagged,
+        )
+
+
+async def _decode_body(request: Request, typ: type[Any], *, optional: bool = False) -> Any:
+    body = await request.body()
+    if optional and not body.strip():
+        return None
+    return _decode(body, typ)
+
+
+def _decode(body: bytes, typ: type[Any]) -> Any:
+    if not body.strip():
+        raise ApiError(400, "missing_body", "a JSON body is required")
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_body", f"invalid request body: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None

@@ -1,0 +1,139 @@
+"""``turnstile serve``: the runtime, the HTTP/SSE app on hypercorn's trio worker, and the WebSocket port.
+
+Start-up order is what keeps liveness honest: the HTTP port is bound *first*, with an app that answers
+``/healthz`` at once and holds every other request (briefly, never with a 503) until the runtime has
+reopened its logs. The pool warms in the background after that and never blocks anything.
+
+Shutdown (SIGTERM, SIGINT, or cancelling :func:`run_server`): the runtime is closed first, while the
+HTTP server still runs, so every open stream gets its terminal entry and every SSE/WebSocket subscriber
+receives it; then the listeners close. Every child process is reaped before the function returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from adapters.config import ServerConfig
+from adapters.errors import error_body
+from adapters.http import create_app
+from adapters.websocket import serve_websockets
+from engine.runtime.config import RuntimeConfig
+from engine.runtime.runtime import open_runtime
+
+__all__ = ["ServerPorts", "run_server"]
+
+log = logging.getLogger("turnstile.server")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ServerPorts(msgspec.Struct, frozen=True):
+    """Where the server listens (useful when it was asked for port 0)."""
+
+    http: int
+    ws: int | None
+
+
+class _StartingApp:
+    """Answers /healthz from the first instant; holds other requests until the runtime is up."""
+
+    def __init__(self, wait_s: float = 60.0) -> None:
+        self.app: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+        self.ready = trio.Event()
+        self.wait_s = wait_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if self.app is None and scope["type"] == "http" and scope.get("path") == "/healthz":
+            await _json(send, 200, b'{"status":"ok","runtime":"starting"}')
+            return
+        if self.app is None:
+            with trio.move_on_after(self.wait_s):
+                await self.ready.wait()
+        if self.app is None:
+            if scope["type"] == "http":
+                await _json(send, 503, error_body("starting", "the runtime is still starting; retry shortly"))
+            return
+        await self.app(scope, receive, send)
+
+
+async def _json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def run_server(
+    server: ServerConfig,
+    runtime_config: RuntimeConfig,
+    *,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[ServerPorts] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until cancelled (or, with ``handle_signals``, until SIGTERM/SIGINT)."""
+    starting = _StartingApp()
+    hc = HypercornConfig()
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    hc.bind = [f"{host}:{server.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = 1.0
+    hc.keep_alive_timeout = 75.0
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        if handle_signals:
+            nursery.start_soon(_wait_for_signals, stop)
+        bound: list[str] = await nursery.start(
+            partial(hypercorn_serve, starting, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        )
+        http_port = _port_of(bound, server.port)
+        async with open_runtime(runtime_config) as runtime:
+            starting.app = create_app(runtime, server)
+            starting.ready.set()
+            ws_port: int | None = None
+            async with trio.open_nursery() as inner:
+                if server.ws_port >= 0:
+                    ws_port = await inner.start(serve_websockets, runtime, server)
+                task_status.started(ServerPorts(http=http_port, ws=ws_port))
+                log.info(
+                    "turnstile listening on http://%s:%d (websocket %s)", server.host, http_port, ws_port
+                )
+                await stop.wait()
+                inner.cancel_scope.cancel()
+            # Leaving open_runtime ends every stream with its terminal entry while HTTP still serves.
+        stop.set()
+
+
+def _port_of(bound: list[str], fallback: int) -> int:
+    for url in bound:
+        tail = url.rsplit(":", 1)[-1]
+        if tail.isdigit():
+            return int(tail)
+    return fallback
+
+
+async def _wait_for_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return

@@ -1,0 +1,277 @@
+"""The WebSocket front-end (trio-websocket): the same log entries as JSON text frames, plus client ops.
+
+Serve it on its own port with :func:`serve_websockets`, or call :func:`handle_connection` from your own
+``trio_websocket.serve_websocket`` handler. Protocol (``docs/api.md`` has the full table):
+
+Client → server (one JSON object per text frame; ``id`` is optional and echoed back)::
+
+    {"op": "subscribe", "session": "s1", "turn": "t2", "after": 0, "id": "c1"}
+    {"op": "unsubscribe", "sub": "c1"}
+    {"op": "prompt", "session": "s1", "prompt": "hello", "id": "c2"}
+    {"op": "interrupt", "session": "s1", "turn": "t2"}
+    {"op": "ping"}
+
+Server → client::
+
+    {"type": "ack", "op": "subscribe", "id": "c1", "sub": "c1"}
+    {"type": "entries", "sub": "c1", "entries": [<entry JSON>, ...]}     (coalesced, in log order)
+    {"type": "end", "sub": "c1", "last_seq": 42}                         (after the turn's stream.ended)
+    {"type": "ack", "op": "prompt", "id": "c2", "turn_id": "t3"}
+    {"type": "pong"}
+    {"type": "error", "id": "c2", "code": "session_not_found", "message": "..."}
+
+Bad frames never take the server down (an exception escaping a trio-websocket handler would stop the
+whole ``serve_websocket`` server, so everything is caught here): binary frames, invalid JSON and unknown
+ops get a typed ``error`` frame; frames over the size limit close the connection with 1009; an
+unexpected failure closes that connection with 1011 and a reason. A slow client never blocks the turn:
+its subscriptions fall behind and catch up from the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from adapters import views
+from adapters.config import ServerConfig
+from adapters.errors import status_for
+from engine.errors import Lagged, TurnstileError
+from engine.log import Record, SessionStopped, StreamEnded
+from engine.runtime.runtime import Runtime
+
+__all__ = ["handle_connection", "serve_websockets"]
+
+log = logging.getLogger("turnstile.websocket")
+
+_OUTBOX: Final = 64
+
+
+class _Op(msgspec.Struct, kw_only=True):
+    op: str
+    id: str | int | None = None
+    session: str | None = None
+    turn: str | None = None
+    after: int = 0
+    sub: str | None = None
+    prompt: str | None = None
+
+
+class _WsError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def serve_websockets(
+    runtime: Runtime,
+    config: ServerConfig,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the WebSocket protocol on ``config.host:config.ws_port`` until cancelled.
+
+    ``task_status.started`` reports the bound port (useful with ``ws_port=0``).
+    """
+
+    async def handler(request: WebSocketRequest) -> None:
+        await handle_request(runtime, config, request)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                handler,
+                config.host,
+                config.ws_port,
+                ssl_context=None,
+                max_message_size=config.max_ws_message,
+                task_status=task_status,
+            )
+        )
+        task_status.started(server.port)
+
+
+async def handle_request(runtime: Runtime, config: ServerConfig, request: WebSocketRequest) -> None:
+    """Check the token, accept, and run the connection. Never raises (see the module docstring)."""
+    try:
+        if config.token and not _authorized(request, config.token):
+            await request.reject(
+                401, body=b'{"error":{"code":"unauthorized","message":"missing or wrong token"}}'
+            )
+            return
+        ws = await request.accept()
+    except Exception:  # a handshake that fails is that client's problem only
+        log.debug("websocket handshake failed", exc_info=True)
+        return
+    await handle_connection(runtime, ws, config)
+
+
+def _authorized(request: WebSocketRequest, token: str) -> bool:
+    for name, value in request.headers:
+        if name.lower() == b"authorization" and value.startswith(b"Bearer "):
+            return secrets.compare_digest(value[7:].strip(), token.encode())
+    given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+    return bool(given) and secrets.compare_digest(given.encode(), token.encode())
+
+
+async def handle_connection(
+    runtime: Runtime, ws: WebSocketConnection, config: ServerConfig | None = None
+) -> None:
+    """Run one accepted connection until it closes. Never raises."""
+    config = config or ServerConfig()
+    conn = _Connection(runtime, ws, config)
+    try:
+        await conn.run()
+    except ConnectionClosed:
+        pass
+    except Exception as exc:
+        log.exception("websocket connection failed")
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            with contextlib.suppress(Exception):
+                await ws.aclose(code=1011, reason=f"internal error: {type(exc).__name__}"[:120])
+
+
+class _Connection:
+    def __init__(self, runtime: Runtime, ws: WebSocketConnection, config: ServerConfig) -> None:
+        self.runtime = runtime
+        self.ws = ws
+        self.config = config
+        self.subs: dict[str, trio.CancelScope] = {}
+        self.outbox_send, self.outbox_recv = trio.open_memory_channel[bytes](_OUTBOX)
+        self._next = 0
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._writer)
+            try:
+                while True:
+                    message = await self.ws.get_message()
+                    await self._dispatch(message)
+            except ConnectionClosed:
+                pass  # the client went away (or sent a frame over the limit: closed with 1009)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _writer(self) -> None:
+        # One writer per connection: frames from many subscriptions never interleave mid-send, and a
+        # client that stops reading blocks only this connection's outbox.
+        try:
+            async for frame in self.outbox_recv:
+                await self.ws.send_message(frame.decode())
+        except ConnectionClosed:
+            self.nursery.cancel_scope.cancel()
+
+    async def _emit(self, obj: dict[str, Any]) -> None:
+        await self.outbox_send.send(msgspec.json.encode(obj))
+
+    async def _dispatch(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            await self._emit(
+                {"type": "error", "code": "binary_not_supported", "message": "send JSON in text frames"}
+            )
+            return
+        try:
+            op = msgspec.json.decode(message, type=_Op)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._emit(
+                {"type": "error", "code": "invalid_message", "message": f"not a valid op: {exc}"}
+            )
+            return
+        try:
+            await self._run_op(op)
+        except _WsError as exc:
+            await self._emit({"type": "error", "id": op.id, "code": exc.code, "message": exc.message})
+        except TurnstileError as exc:
+            _, code = status_for(exc)
+            await self._emit({"type": "error", "id": op.id, "code": code, "message": str(exc)})
+
+    async def _run_op(self, op: _Op) -> None:
+        if op.op == "ping":
+            await self._emit({"type": "pong", "id": op.id})
+        elif op.op == "subscribe":
+            await self._subscribe(op)
+        elif op.op == "unsubscribe":
+            scope = self.subs.pop(str(op.sub), None)
+            if scope is None:
+                raise _WsError("unknown_subscription", f"no subscription {op.sub!r} on this connection")
+            scope.cancel()
+            await self._emit({"type": "ack", "op": "unsubscribe", "id": op.id, "sub": op.sub})
+        elif op.op == "prompt":
+            session = _need(op.session, "session")
+            if not op.prompt or not op.prompt.strip():
+                raise _WsError("empty_prompt", "prompt must be a non-empty string")
+            tid = await self.runtime.start_turn(session, op.prompt)
+            await self._emit({"type": "ack", "op": "prompt", "id": op.id, "session": session, "turn_id": tid})
+        elif op.op == "interrupt":
+            session, turn = _need(op.session, "session"), _need(op.turn, "turn")
+            await self.runtime.interrupt(session, turn)
+            await self._emit({"type": "ack", "op": "interrupt", "id": op.id, "turn_id": turn})
+        else:
+            raise _WsError(
+                "unknown_op", f"unknown op {op.op!r}: use subscribe, unsubscribe, prompt, interrupt or ping"
+            )
+
+    async def _subscribe(self, op: _Op) -> None:
+        session = _need(op.session, "session")
+        if len(self.subs) >= self.config.max_ws_subscriptions:
+            raise _WsError(
+                "too_many_subscriptions",
+                f"at most {self.config.max_ws_subscriptions} subscriptions per connection",
+            )
+        last = await views.last_seq(self.runtime, session)  # raises SessionNotFound
+        if op.after < 0 or op.after > last:
+            raise _WsError("invalid_after", f"after must be between 0 and {last}")
+        if op.turn is not None:
+            await views.stream_bounds(self.runtime, session, op.turn)  # raises StreamNotFound
+        self._next += 1
+        sub_id = str(op.id) if op.id is not None else f"s{self._next}"
+        if sub_id in self.subs:
+            raise _WsError("duplicate_subscription", f"subscription {sub_id!r} exists; pick another id")
+        scope = trio.CancelScope()
+        self.subs[sub_id] = scope
+        await self._emit({"type": "ack", "op": "subscribe", "id": op.id, "sub": sub_id})
+        self.nursery.start_soon(self._pump, scope, sub_id, session, op.turn, op.after)
+
+    async def _pump(
+        self, scope: trio.CancelScope, sub_id: str, session: str, turn: str | None, after: int
+    ) -> None:
+        last = after
+        prefix = b'{"type":"entries","sub":' + msgspec.json.encode(sub_id) + b',"entries":['
+        with scope:
+            while True:
+                try:
+                    async with self.runtime.subscribe(session, after=last, stream=turn) as sub:
+                        async for batch in sub:
+                            fresh = [r for r in batch if r.entry.seq > last]
+                            if not fresh:
+                                continue
+                            last = fresh[-1].entry.seq
+                            await self.outbox_send.send(prefix + b",".join(r.data for r in fresh) + b"]}")
+                            if any(_ends(r, turn) for r in fresh):
+                                break
+                    break
+                except Lagged:
+                    continue  # behind the live buffer: read on from the log
+            await self._emit({"type": "end", "sub": sub_id, "last_seq": last})
+        self.subs.pop(sub_id, None)
+
+
+def _ends(rec: Record, turn: str | None) -> bool:
+    if turn is not None:
+        return type(rec.entry) is StreamEnded and rec.entry.stream == turn
+    return type(rec.entry) is SessionStopped
+
+
+def _need(value: str | None, name: str) -> str:
+    if not value:
+        raise _WsError("missing_field", f"this op needs {name!r}")
+    return value

@@ -1,0 +1,264 @@
+"""Replay a recorded log through the machines, and render what happened (sans-IO).
+
+``turnstile replay FILE`` runs a Turnstile log — or a raw CLI transcript — through the same fold the
+server runs live (:class:`engine.fold.SessionFold`, and :class:`engine.fold.PoolFold` for the pool's
+log), then prints one row per stream: its outcome and reason, where its time went, its tool calls and
+cost. The output is a pure function of the input, byte for byte, so it can be kept as a *golden* file
+and compared on every change (:func:`golden_diff`): a spec or fold change that alters what a recorded
+log replays to is caught, as in Temporal's replay tests.
+
+Memory stays flat in the number of entries: entries stream through the fold one at a time and only
+per-stream summaries are kept (the trace, when asked for as text, is handed out change by change).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import msgspec
+
+from engine.fold import Change, PoolFold, SessionFold, StreamView, Violation
+from engine.log import CliDecodeError, CliOversized, LogRepaired, Outcome
+from engine.timing import TurnTiming
+from engine.transcript import Item
+
+__all__ = [
+    "ReplayReport",
+    "StreamSummary",
+    "TraceStep",
+    "golden_diff",
+    "render_json",
+    "render_table",
+    "render_trace_line",
+    "replay",
+    "summarize",
+]
+
+
+class TraceStep(msgspec.Struct, frozen=True, kw_only=True):
+    """One state change, as listed by ``--trace`` (``source`` is empty when a model joined its machine)."""
+
+    seq: int
+    machine: str
+    id: str
+    trigger: str
+    source: str
+    dest: str
+
+
+class Shares(msgspec.Struct, frozen=True, kw_only=True):
+    """Each phase of a turn as a percentage of its total time (None when unknown)."""
+
+    ttfe: float | None
+    thinking: float | None
+    responding: float | None
+    tool: float | None
+
+
+class StreamSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream after the replay; ``outcome`` is None for a stream the log leaves open (see ``state``)."""
+
+    id: str
+    outcome: Outcome | None
+    state: str
+    reason: str
+    timing: TurnTiming
+    pct: Shares
+    tool_calls: int
+    deltas: int
+    ended: bool
+    requested_seq: int | None
+    ended_seq: int | None
+    exit_status: int | None
+
+
+class PoolSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The pool machine after the replay of a pool log."""
+
+    state: str
+    reason: str | None
+    target: int
+    warm: dict[str, int]
+
+
+class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a replay found. ``changes`` is filled only when the trace was asked to be kept."""
+
+    entries: int
+    valid_entries: int
+    session_state: str
+    cli_session_id: str | None
+    streams: list[StreamSummary]
+    violations: list[Violation]
+    pool: PoolSummary | None = None
+    changes: list[TraceStep] | None = None
+
+
+_DAMAGED: Final = (CliDecodeError, CliOversized, LogRepaired)
+
+
+def summarize(view: StreamView) -> StreamSummary:
+    """A stream's summary as the replay reports it."""
+    timing = view.timing
+    return StreamSummary(
+        id=view.id,
+        outcome=view.outcome,
+        state=view.state,
+        reason=view.reason,
+        timing=timing,
+        pct=Shares(
+            ttfe=timing.ttfe_pct,
+            thinking=timing.thinking_pct,
+            responding=timing.responding_pct,
+            tool=timing.tool_pct,
+        ),
+        tool_calls=view.tool_calls,
+        deltas=view.deltas,
+        ended=view.ended,
+        requested_seq=view.requested_seq,
+        ended_seq=view.ended_seq,
+        exit_status=view.exit_status,
+    )
+
+
+def replay(
+    items: Iterable[Item],
+    *,
+    on_change: Callable[[Change], None] | None = None,
+    keep_trace: bool = False,
+    on_item: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Fold every item (from :func:`engine.transcript.read_entries`) and report the end state.
+
+    ``on_change`` sees each state change as it happens (``--trace`` prints them without keeping them);
+    ``keep_trace`` also keeps them in the report (``--json --trace``). ``on_item`` is called with the
+    running count of entries (for a progress bar).
+    """
+    fold = SessionFold()
+    pool = PoolFold()
+    entries = 0
+    valid = 0
+    kept: list[TraceStep] | None = [] if keep_trace else None
+    try:
+        for item in items:
+            entries += 1
+            entry = item.entry
+            if not isinstance(entry, _DAMAGED):
+                valid += 1
+            changes = fold.apply(entry, item.view) + pool.apply(entry)
+            for change in changes:
+                if on_change is not None:
+                    on_change(change)
+                if kept is not None:
+                    kept.append(TraceStep(**change._asdict()))
+            if on_item is not None:
+                on_item(entries)
+        return ReplayReport(
+            entries=entries,
+            valid_entries=valid,
+            session_state=fold.session_state,
+            cli_session_id=fold.cli_session_id,
+            streams=[summarize(view) for view in fold.streams.values()],
+            violations=[*fold.violations, *pool.violations],
+            pool=PoolSummary(state=pool.state, reason=pool.reason, target=pool.target, warm=dict(pool.warm))
+            if pool.entries
+            else None,
+            changes=kept,
+        )
+    finally:
+        fold.close()
+        pool.close()
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def render_trace_line(change: Change) -> str:
+    """One ``--trace`` line: ``seq machine id: source -> dest (trigger)``."""
+    source = change.source or "(new)"
+    where = f"{change.seq:>7}  {change.machine:<7}  {change.id:<12}"
+    return f"{where}  {source} -> {change.dest}  ({change.trigger})"
+
+
+def _duration(ms: float | None, pct: float | None = None) -> str:
+    if ms is None:
+        return "?"
+    text = f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+    return f"{text} ({pct:.0f}%)" if pct is not None else text
+
+
+def _cost(usd: float | None) -> str:
+    return "?" if usd is None else f"${usd:.4f}"
+
+
+_COLUMNS: Final = ("stream", "outcome", "ttfe", "thinking", "tools", "total", "calls", "cost", "reason")
+
+
+def render_table(report: ReplayReport) -> str:
+    """The text report: a table of streams, then the session (and pool) state, then any violations."""
+    rows = [list(_COLUMNS)]
+    for s in report.streams:
+        t = s.timing
+        rows.append(
+            [
+                s.id,
+                s.outcome or f"open ({s.state})",
+                _duration(t.ttfe_ms),
+                _duration(t.thinking_ms, s.pct.thinking),
+                _duration(t.tool_ms, s.pct.tool),
+                _duration(t.total_ms),
+                str(s.tool_calls),
+                _cost(t.cost_usd),
+                s.reason,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    counts: dict[str, int] = {}
+    for s in report.streams:
+        key = s.outcome or "open"
+        counts[key] = counts.get(key, 0) + 1
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
+    lines.append("")
+    n = len(report.streams)
+    streams = f"{n} stream{'s' if n != 1 else ''} ({tally})"
+    lines.append(f"{report.entries} entries, {streams}; session {report.session_state}")
+    if report.pool is not None:
+        reason = f" ({report.pool.reason})" if report.pool.reason else ""
+        lines.append(f"pool {report.pool.state}{reason}")
+    if report.violations:
+        n = len(report.violations)
+        lines.append(f"{n} violation{'s' if n != 1 else ''}:")
+        for v in report.violations:
+            state = f" in {v.state}" if v.state else ""
+            lines.append(f"  seq {v.seq}: {v.machine} {v.id} {v.trigger or '-'}{state}: {v.message}")
+    else:
+        lines.append("no violations")
+    return "\n".join(lines) + "\n"
+
+
+_json = msgspec.json.Encoder(order="deterministic")
+
+
+def render_json(report: ReplayReport) -> str:
+    """The report as one indented JSON object (``streams``, ``violations``, ...), keys in a fixed order."""
+    return msgspec.json.format(_json.encode(report), indent=2).decode("utf-8") + "\n"
+
+
+def golden_diff(actual: str, golden: str, *, name: str = "golden") -> str | None:
+    """A unified diff from ``golden`` to ``actual``, or None when they are identical."""
+    if actual == golden:
+        return None
+    diff = difflib.unified_diff(
+        golden.splitlines(keepends=True),
+        actual.splitlines(keepends=True),
+        fromfile=f"{name} (expected)",
+        tofile="replay (actual)",
+    )
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in diff)
+    return text or "the outputs differ only in line endings\n"

@@ -1,0 +1,83 @@
+"""What the runtime tells its callers: plain, frozen msgspec Structs that encode straight to JSON.
+
+:class:`SessionInfo` (with its :class:`TurnInfo` list) is what an API shows for a session;
+:class:`Readiness` answers "can this server take work now?" without ever blocking; :class:`MetricsSnapshot`
+is a cheap point-in-time count of sessions, streams, pool, subscribers and turn timings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.runtime.pool import PoolStatus
+from engine.timing import TurnTiming
+
+__all__ = ["MetricsSnapshot", "PoolStatus", "Readiness", "SessionInfo", "TimingSummary", "TurnInfo"]
+
+
+class TurnInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn (stream): its state, and once ended its outcome, reason, timing and exit status."""
+
+    id: str
+    state: str
+    outcome: str | None = None
+    reason: str | None = None
+    ended: bool = False
+    timing: TurnTiming | None = None
+    exit_status: int | None = None
+
+
+class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A session as an API shows it. ``agent`` hides ``env`` values (they may hold secrets)."""
+
+    id: str
+    state: str
+    agent: dict[str, Any]
+    pool_key: str
+    pid: int | None
+    cli_session_id: str | None
+    created_at: float
+    last_seq: int
+    active_stream: str | None
+    queued: int
+    turns: list[TurnInfo]
+    resume_failed: str | None = None
+    log_error: str | None = None
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the server can take work. ``reasons`` says why not; a degraded pool alone is not a reason
+    (turns still get cold processes) but is reported in ``pool``."""
+
+    ready: bool
+    reasons: list[str]
+    pool: PoolStatus
+    recovering: bool = False
+
+
+class TimingSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Percentiles (milliseconds) over the most recent ended turns."""
+
+    count: int
+    total_p50_ms: float | None = None
+    total_p95_ms: float | None = None
+    total_max_ms: float | None = None
+    ttfe_p50_ms: float | None = None
+    ttfe_p95_ms: float | None = None
+
+
+class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts at one instant. ``streams_by_outcome`` counts every ended stream the runtime has seen (also
+    those read back from logs at startup); ``lagged_subscribers`` counts subscribers ended for lagging."""
+
+    sessions_by_state: dict[str, int]
+    streams_open: int
+    streams_by_outcome: dict[str, int]
+    pool: PoolStatus
+    pool_spawns: int
+    agent_processes: int
+    subscribers: int
+    lagged_subscribers: int
+    turn_timings: TimingSummary

@@ -1,0 +1,452 @@
+"""The runtime: sessions, the pool and recovery under one nursery. Open it with :func:`open_runtime`.
+
+::
+
+    async with open_runtime(RuntimeConfig(data_dir="/var/lib/turnstile")) as rt:
+        info = await rt.create_session()
+        stream = await rt.start_turn(info.id, "hello")
+        async with rt.subscribe(info.id, stream=stream) as sub:
+            async for batch in sub:          # catch-up, then live; ends after stream.ended
+                ...
+
+Lifetimes: :func:`open_runtime` owns the root nursery. In it run the pool, one task per session (each
+with its own nursery: process, readers, timers), and the recovery of logs found in the data directory.
+Leaving the ``async with`` — normally, by an exception, or by cancellation — ends every open stream with
+its terminal entry (``cancelled``, "server shutting down"), closes and reaps every agent process, drains
+the pool and closes the logs, shielded and bounded by ``shutdown_timeout_s``.
+
+Startup never waits on the pool or on recovery: leftover processes of a crashed predecessor are reaped
+from the ledger (quick), then the pool warms and old logs are folded in the background. Until recovery is
+done :meth:`Runtime.readiness` says so, and calls that need a session wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from engine.errors import (
+    ConfigError,
+    LogError,
+    RuntimeClosed,
+    SessionExists,
+    SessionNotFound,
+    StreamNotFound,
+    TurnstileError,
+)
+from engine.fold import SessionFold
+from engine.log import Entry, Record, SessionCreated, SessionRecovered, SessionStopped, StreamEnded
+from engine.runtime.config import AgentConfig, RuntimeConfig
+from engine.runtime.info import MetricsSnapshot, Readiness, SessionInfo, TimingSummary
+from engine.runtime.journal import Journal
+from engine.runtime.ledger import ProcessLedger
+from engine.runtime.pool import Pool
+from engine.runtime.process import Launcher, SubprocessLauncher
+from engine.runtime.session import Session, SessionFolder
+from engine.runtime.subscription import Subscription
+from engine.stores import LogStore
+from engine.stores.file import FileLogRepository
+from engine.stores.memory import MemoryLogStore
+
+__all__ = ["Runtime", "open_runtime"]
+
+logger = logging.getLogger("turnstile.runtime")
+
+_CHECK_TTL_S = 5.0
+_TIMINGS_KEPT = 1000
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: RuntimeConfig | None = None, *, launcher: Launcher | None = None
+) -> AsyncIterator[Runtime]:
+    """Start a runtime; on exit every stream gets its terminal entry and every child is reaped.
+
+    ``launcher`` replaces the real subprocess launcher (tests use
+    :class:`engine.runtime.scripted.ScriptedLauncher`). Exceptions from the body come out of trio's
+    nursery, i.e. wrapped in an ``ExceptionGroup``.
+    """
+    rt = Runtime(config or RuntimeConfig(), launcher)
+    try:
+        async with trio.open_nursery() as nursery:
+            rt._nursery = nursery
+            try:
+                await nursery.start(rt._run_pool)
+                rt.pool.want(rt.config.default_agent)
+                nursery.start_soon(rt._recover)
+                yield rt
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(rt.config.shutdown_timeout_s):
+                    await rt._shutdown()
+                # Whatever did not finish in time is cancelled; its own shielded teardown still runs.
+                nursery.cancel_scope.cancel()
+    finally:
+        # Every task is done: nothing can append any more. End what is still open, close the logs.
+        rt._close_logs()
+
+
+class Runtime:
+    """Sessions, turns, subscriptions, readiness and metrics. Get one from :func:`open_runtime`."""
+
+    def __init__(self, config: RuntimeConfig, launcher: Launcher | None = None) -> None:
+        self.config = config
+        self._repo: FileLogRepository | None = None
+        ledger_path: Path | None = None
+        if config.data_dir is not None:
+            self._repo = FileLogRepository(config.data_dir, fsync=config.fsync)
+            try:
+                self._repo.ensure()
+                ledger_path = Path(config.data_dir) / "processes.json"
+            except LogError as exc:
+                # Not fatal here: readiness reports it, and creating a session raises it.
+                logger.error("%s", exc)
+        self.ledger = ProcessLedger(ledger_path)
+        self.reaped = self.ledger.reap_leftovers()
+        for entry in self.reaped:
+            logger.warning("killed leftover agent process %d from a previous run: %s", entry.pid, entry.argv)
+        self.launcher: Launcher = launcher if launcher is not None else SubprocessLauncher(self.ledger)
+        self.pool = Pool(config, self.launcher)
+        self._sessions: dict[str, Session] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._recovered = trio.Event()
+        self.recovery_errors: dict[str, str] = {}
+        self._outcomes: Counter[str] = Counter()
+        self._timings: deque[tuple[float | None, float | None]] = deque(maxlen=_TIMINGS_KEPT)
+        self._checks: dict[str, tuple[float, str | None]] = {}
+
+    # --- sessions ---------------------------------------------------------------------------------------
+
+    async def create_session(
+        self, agent: AgentConfig | None = None, session_id: str | None = None
+    ) -> SessionInfo:
+        """Create a session (``session.created`` is logged) and start it. Returns at once: its process is
+        taken warm from the pool or spawned cold in the background (never waited for here).
+
+        Raises :class:`SessionExists`, :class:`ConfigError` (bad id), :class:`LogError`,
+        :class:`RuntimeClosed`.
+        """
+        self._check_open()
+        await self._recovered.wait()
+        agent = agent if agent is not None else self.config.default_agent
+        sid = session_id if session_id is not None else f"s-{uuid.uuid4().hex[:12]}"
+        try:
+            (self._repo or FileLogRepository(".")).path_for(sid)
+        except LogError as exc:
+            raise ConfigError(str(exc)) from exc
+        if sid in self._sessions or (self._repo is not None and self._repo.exists(sid)):
+            raise SessionExists(
+                f"session {sid!r} already exists; pick another id or use the existing session"
+            )
+        store: LogStore = self._repo.open(sid) if self._repo is not None else MemoryLogStore()
+        session = self._new_session(sid, agent, store)
+        session.journal.append(
+            SessionCreated(
+                seq=0,
+                ts=None,
+                session_id=sid,
+                agent=agent.agent,
+                config=msgspec.to_builtins(agent),
+                pool_key=agent.pool_key(),
+            )
+        )
+        self._sessions[sid] = session
+        self.pool.want(agent)
+        await self._start_session(session, prewarm=self.config.pool_size > 0)
+        return session.info()
+
+    def session(self, sid: str) -> Session:
+        """The session with id ``sid``; raises :class:`SessionNotFound`."""
+        try:
+            return self._sessions[sid]
+        except KeyError:
+            raise SessionNotFound(
+                f"no session {sid!r}; list sessions to find it, or create it first"
+            ) from None
+
+    async def wait_recovered(self) -> None:
+        """Wait until the logs found in the data directory at startup are loaded (at once afterwards)."""
+        await self._recovered.wait()
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session (also stopped ones, whose logs stay readable), oldest first."""
+        return [s.info() for s in sorted(self._sessions.values(), key=lambda s: s.created_at)]
+
+    async def start_turn(self, sid: str, prompt: str | list[dict[str, Any]]) -> str:
+        """Queue a turn; return its stream id. ``turn.requested`` is in the log (durably) on return.
+
+        Raises :class:`SessionNotFound`, :class:`SessionStopped`, :class:`QueueFull`, :class:`LogError`.
+        """
+        self._check_open()
+        await self._recovered.wait()
+        stream = self.session(sid).submit(prompt)
+        await trio.lowlevel.checkpoint()
+        return stream
+
+    async def interrupt(self, sid: str, stream_id: str, *, by: str = "client") -> None:
+        """Interrupt a turn (out-of-band: never queued behind the agent's stdin). The stream ends
+        ``cancelled``: at once if queued; when the agent honours the interrupt request; or after
+        ``interrupt_grace_s`` by SIGTERM (then SIGKILL) to its process group. Returns without waiting.
+
+        A no-op for an ended stream. Raises :class:`SessionNotFound`, :class:`StreamNotFound`.
+        """
+        await self._recovered.wait()
+        self.session(sid).interrupt(stream_id, by=by)
+        await trio.lowlevel.checkpoint()
+
+    async def stop_session(self, sid: str, reason: str = "session stopped") -> None:
+        """Stop a session: its open streams end ``cancelled``, its process is closed and reaped,
+        ``session.stopped`` is logged and its subscribers end. Idempotent. Returns when done (bounded by
+        ``close_grace_s + 2 * kill_after_s`` and a few seconds); cancelling the wait does not cancel the stop.
+        """
+        await self._recovered.wait()
+        session = self.session(sid)
+        await session.stop(reason)
+        session.close_log()
+
+    def subscribe(
+        self, sid: str, *, after: int = 0, stream: str | None = None
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Subscribe to a session's log after seq ``after``: catch-up from the store, then live.
+
+        With ``stream=`` only that stream's entries, ending after its ``stream.ended``. Raises (when
+        entered) :class:`SessionNotFound` / :class:`StreamNotFound`; the iteration raises
+        :class:`engine.errors.Lagged` when the subscriber falls ``subscriber_buffer`` entries behind.
+        """
+        return self._subscribe(sid, after, stream)
+
+    @asynccontextmanager
+    async def _subscribe(self, sid: str, after: int, stream: str | None) -> AsyncIterator[Subscription]:
+        if sid not in self._sessions:
+            await self._recovered.wait()
+        session = self.session(sid)
+        if (
+            stream is not None
+            and stream not in session.journal.stream_start
+            and stream not in session.fold.streams
+        ):
+            raise StreamNotFound(f"session {sid} has no stream {stream!r}")
+        sub = Subscription(session.journal, after=after, stream=stream, buffer=self.config.subscriber_buffer)
+        try:
+            yield sub
+        finally:
+            sub.close()
+
+    # --- health ---------------------------------------------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        """Can this server take work? Never blocks (checks are cached for a few seconds).
+
+        Not ready while closing or recovering, when the data directory is not writable, when the default
+        agent's binary cannot be found, or when a session's log cannot be written. The pool's state is
+        reported but a cold or degraded pool does not make the server unready.
+        """
+        reasons: list[str] = []
+        if self._closing:
+            reasons.append("the runtime is shutting down")
+        recovering = not self._recovered.is_set()
+        if recovering:
+            reasons.append("reading session logs back after a restart")
+        if self._repo is not None:
+            problem = self._cached("data_dir", self._repo.writable)
+            if problem:
+                reasons.append(problem)
+        problem = self._cached("agent", lambda: self.launcher.check(self.config.default_agent))
+        if problem:
+            reasons.append(problem)
+        broken = [s.id for s in self._sessions.values() if s.journal.write_error]
+        if broken:
+            reasons.append(f"{len(broken)} session log(s) cannot be written (e.g. {broken[0]})")
+        return Readiness(ready=not reasons, reasons=reasons, pool=self.pool.status(), recovering=recovering)
+
+    def metrics(self) -> MetricsSnapshot:
+        """Counts at this instant: sessions by state, streams by outcome, pool, subscribers, timings."""
+        states: Counter[str] = Counter(s.state for s in self._sessions.values())
+        streams_open = sum(len(s.fold.open_streams) for s in self._sessions.values())
+        subscribers = sum(len(s.journal.subscriptions) for s in self._sessions.values())
+        lagged = sum(s.journal.lagged_total for s in self._sessions.values())
+        procs = sum(1 for s in self._sessions.values() if s.pid is not None)
+        status = self.pool.status()
+        return MetricsSnapshot(
+            sessions_by_state=dict(states),
+            streams_open=streams_open,
+            streams_by_outcome=dict(self._outcomes),
+            pool=status,
+            pool_spawns=self.pool.spawns,
+            agent_processes=procs + status.ready + status.warming,
+            subscribers=subscribers,
+            lagged_subscribers=lagged,
+            turn_timings=self._timing_summary(),
+        )
+
+    def _cached(self, name: str, check: Callable[[], str | None]) -> str | None:
+        now = time.monotonic()
+        hit = self._checks.get(name)
+        if hit is None or now - hit[0] > _CHECK_TTL_S:
+            result: str | None = check()
+            hit = self._checks[name] = (now, result)
+        return hit[1]
+
+    def _timing_summary(self) -> TimingSummary:
+        totals = sorted(t for t, _ in self._timings if t is not None)
+        ttfes = sorted(f for _, f in self._timings if f is not None)
+        return TimingSummary(
+            count=len(self._timings),
+            total_p50_ms=_pct(totals, 50),
+            total_p95_ms=_pct(totals, 95),
+            total_max_ms=totals[-1] if totals else None,
+            ttfe_p50_ms=_pct(ttfes, 50),
+            ttfe_p95_ms=_pct(ttfes, 95),
+        )
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing or self._nursery is None:
+            raise RuntimeClosed("the runtime is shutting down; nothing new can start")
+
+    def _new_session(
+        self, sid: str, agent: AgentConfig, store: LogStore, created_at: float | None = None
+    ) -> Session:
+        fold = SessionFold(sid)
+        journal = Journal(sid, store)
+        session = Session(
+            sid,
+            agent,
+            journal=journal,
+            fold=fold,
+            config=self.config,
+            launcher=self.launcher,
+            pool=self.pool if self.config.pool_size > 0 else None,
+            created_at=created_at,
+        )
+        journal.folder = SessionFolder(fold, journal.stream_end, session)
+        journal.add_listener(self._count)
+        return session
+
+    def _count(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            if isinstance(rec.entry, StreamEnded):
+                self._count_end(rec.entry)
+
+    def _count_end(self, entry: StreamEnded) -> None:
+        self._outcomes[entry.outcome] += 1
+        if entry.timing is not None:
+            self._timings.append((entry.timing.total_ms, entry.timing.ttfe_ms))
+
+    async def _start_session(self, session: Session, *, prewarm: bool) -> None:
+        assert self._nursery is not None
+        await self._nursery.start(self._run_session, session, prewarm)
+
+    async def _run_session(self, session: Session, prewarm: bool, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await session.run(prewarm=prewarm, task_status=task_status)
+        except Exception:
+            # A bug in one session must not take the others down; its run() already ended its streams.
+            logger.exception("session %s failed", session.id)
+        finally:
+            if session.stop_requested:
+                session.close_log()
+
+    async def _run_pool(self, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await self.pool.run(task_status=task_status)
+        except Exception:
+            logger.exception("the pool failed; sessions get cold processes from now on")
+
+    async def _recover(self) -> None:
+        """Fold every log in the data directory; end streams left open by a crash ("server restarted")."""
+        try:
+            if self._repo is not None:
+                for sid in self._repo.list_ids():
+                    if sid in self._sessions:
+                        continue
+                    try:
+                        await self._load(sid)
+                    except (TurnstileError, OSError, msgspec.MsgspecError) as exc:
+                        self.recovery_errors[sid] = str(exc)
+                        logger.error("cannot recover session %s: %s", sid, exc)
+        finally:
+            self._recovered.set()
+
+    async def _load(self, sid: str) -> None:
+        assert self._repo is not None
+        store = self._repo.open(sid)
+        created: list[SessionCreated] = []
+        stopped: list[SessionStopped] = []
+
+        def observe(entry: Entry) -> None:
+            if isinstance(entry, SessionCreated) and not created:
+                created.append(entry)
+            elif isinstance(entry, SessionStopped):
+                stopped.append(entry)
+            elif isinstance(entry, StreamEnded):
+                self._count_end(entry)
+
+        agent = self.config.default_agent
+        session = self._new_session(sid, agent, store)
+        await session.journal.replay(observe=observe)
+        if created:
+            try:
+                agent = msgspec.convert(created[0].config, AgentConfig)
+            except msgspec.ValidationError:
+                logger.warning("session %s: unreadable agent config in its log; using the default", sid)
+            session.agent = agent
+            session.pool_key = agent.pool_key()
+            session.created_at = created[0].ts or session.created_at
+        else:
+            session.created_at = _mtime(self._repo.path_for(sid))
+        self._sessions[sid] = session
+        open_streams = session.fold.open_streams
+        if stopped:
+            # A stopped session stays readable; a stream left open by a crash mid-stop still gets its end.
+            for stream in open_streams:
+                session._end_stream(stream, "failed", "server restarted")
+            session.mark_stopped()
+            session.close_log()
+            return
+        # The fold ends every open stream on this entry; the journal appends their stream.ended at once.
+        session.journal.append(SessionRecovered(seq=0, ts=None, ended=list(open_streams)))
+        if self._closing:
+            return
+        await self._start_session(session, prewarm=False)
+
+    async def _shutdown(self) -> None:
+        """End every stream, stop every session's process and the pool, in parallel, bounded."""
+        self._closing = True
+        async with trio.open_nursery() as nursery:
+            for session in list(self._sessions.values()):
+                nursery.start_soon(session.shutdown)
+            nursery.start_soon(self.pool.drain)
+
+    def _close_logs(self) -> None:
+        for session in self._sessions.values():
+            if not session.journal.closed:
+                # Anything a cancelled session did not get to end still ends here (synchronously).
+                session._cancel_all("server shutting down")
+                session.close_log()
+
+
+def _pct(values: list[float], p: int) -> float | None:
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))
+    return values[index]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()

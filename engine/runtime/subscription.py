@@ -1,0 +1,171 @@
+"""Subscriptions: a cursor into a log that catches up from the store, then follows it live.
+
+A :class:`Subscription` is an async iterator of batches (``list[Record]``: whatever is ready at once, so
+a front-end can send many entries in one write). It starts as a cursor: it reads the store after ``after``
+in chunks. When a read finds nothing more, it registers for live pushes *in the same synchronous step*
+(no ``await`` between "nothing more in the log" and "send me what comes next"), so an append racing the
+catch-up is either already in the store or will be pushed: never missed, never twice.
+
+Live, every append is pushed into the subscriber's bounded buffer (``buffer`` records) without waiting:
+the writer never blocks on a reader. A subscriber whose buffer would overflow is dropped from the live
+set and, once it has taken what it already had, its next read raises :class:`engine.errors.Lagged` with
+the last seq it received; it resubscribes from there and catches up from the log.
+
+With ``stream=`` only that stream's entries are delivered, and the iteration ends right after the stream's
+``stream.ended`` entry — also when the stream ended long ago (history, terminal entry, end). A session-wide
+subscription ends when the log closes (session stopped, runtime shut down), after everything logged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import trio
+
+from engine.errors import Lagged
+from engine.log import Record, StreamEnded
+from engine.runtime.journal import Journal
+
+__all__ = ["Subscription"]
+
+_CATCH_UP_CHUNK = 512
+
+
+class Subscription:
+    """An async iterator of ``list[Record]`` batches. Use via ``Runtime.subscribe`` (a context manager).
+
+    Cancellation: a cancelled ``__anext__`` loses nothing; the next call returns what is pending.
+    """
+
+    def __init__(
+        self, journal: Journal, *, after: int = 0, stream: str | None = None, buffer: int = 1024
+    ) -> None:
+        self._journal = journal
+        self.stream = stream
+        self._limit = buffer
+        self._buf: deque[Record] = deque()
+        self._wake: trio.Event | None = None
+        self._live = False
+        self._lagged = False
+        self._closed = False  # the log will push nothing more
+        self._done = False  # the iteration is over
+        #: The seq of the last entry delivered (or skipped by the stream filter) — the resume point.
+        self.last_seq = max(after, 0)
+        self._cursor = self.last_seq  # catch-up position in the store
+        if stream is not None:
+            start = journal.stream_start.get(stream)
+            if start is not None:
+                self._cursor = max(self._cursor, start - 1)
+            end = journal.stream_end.get(stream)
+            if end is not None and self.last_seq >= end:
+                self._done = True
+        journal.subscriptions.add(self)
+
+    @property
+    def live(self) -> bool:
+        """Whether the catch-up is over and entries arrive as they are appended."""
+        return self._live
+
+    @property
+    def lagged(self) -> bool:
+        """Whether the subscriber fell behind and will end with :class:`Lagged`."""
+        return self._lagged
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> list[Record]:
+        # A checkpoint that cannot lose data: cancellation is taken only before anything is consumed, and
+        # a batch, once taken, is returned through a shielded scheduling point.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._done:
+                raise StopAsyncIteration
+            batch: list[Record] = []
+            if not self._live:
+                batch = self._catch_up()
+                if not batch:
+                    # Everything in this chunk was filtered out: let others run before the next one.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    continue
+            elif self._buf:
+                pending = list(self._buf)
+                self._buf.clear()
+                batch = self._take(pending)
+            elif self._lagged:
+                self._finish()
+                raise Lagged(self.last_seq)
+            elif self._closed:
+                self._finish()
+                raise StopAsyncIteration
+            else:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            if batch:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return batch
+
+    def _catch_up(self) -> list[Record]:
+        records = self._journal.read(self._cursor, _CATCH_UP_CHUNK)
+        if not records:
+            # Caught up. Go live in this same synchronous step: nothing can be appended in between.
+            if not self._journal._go_live(self):
+                self._closed = True
+            self._live = True
+            return []
+        self._cursor = records[-1].entry.seq
+        return self._take(records)
+
+    def _take(self, records: Sequence[Record]) -> list[Record]:
+        """Filter, cut after the stream's end, and advance ``last_seq``."""
+        out: list[Record] = []
+        for rec in records:
+            if rec.entry.seq <= self.last_seq:
+                continue
+            self.last_seq = rec.entry.seq
+            if self.stream is None:
+                out.append(rec)
+                continue
+            if rec.entry.stream != self.stream:
+                continue
+            out.append(rec)
+            if isinstance(rec.entry, StreamEnded):
+                self._finish()
+                break
+        return out
+
+    # --- called by the journal (synchronously, from the writer) ------------------------------------------
+
+    def _push(self, records: Sequence[Record]) -> None:
+        if self._lagged or self._done:
+            return
+        if self.stream is not None:
+            records = [r for r in records if r.entry.stream == self.stream]
+            if not records:
+                return
+        if len(self._buf) + len(records) > self._limit:
+            # Too far behind: drop what is buffered and end with a resume hint. The writer never waits.
+            self._buf.clear()
+            self._lagged = True
+            self._journal.lagged_total += 1
+            self._journal._drop(self)
+        else:
+            self._buf.extend(records)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._journal._drop(self)
+
+    def close(self) -> None:
+        """Stop receiving (idempotent). Called by the context manager that handed it out."""
+        self._finish()
+        self._buf.clear()

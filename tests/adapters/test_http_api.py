@@ -1,0 +1,172 @@
+"""The HTTP API on a real server on loopback: sessions, turns, errors, health, metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.adapters.conftest import Server, log_entries, new_session, new_turn, sse_events
+
+pytestmark = pytest.mark.slow
+
+
+async def test_health_ready_and_metrics(server: Server) -> None:
+    async with server.client() as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        ready = await c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert "pool" in ready.json()
+        sid = await new_session(c)
+        _, url = await new_turn(c, sid, "hello")
+        await sse_events(c, url)
+        metrics = (await c.get("/metrics")).text
+        assert "turnstile_sessions" in metrics and "turnstile_streams_total" in metrics
+        assert 'outcome="completed"' in metrics
+
+
+async def test_session_lifecycle(server: Server) -> None:
+    async with server.client() as c:
+        sid = await new_session(c)
+        listed = (await c.get("/v1/sessions")).json()["sessions"]
+        assert sid in [s["id"] for s in listed]
+        tid, url = await new_turn(c, sid, '[[sim say="hi there"]]')
+        events = await sse_events(c, url)
+        assert events[-1].event == "stream.ended"
+        info = (await c.get(f"/v1/sessions/{sid}")).json()
+        assert info["id"] == sid and info["pool_key"]
+        turns = {t["id"]: t for t in info["turns"]}
+        assert turns[tid]["outcome"] == "completed"
+        turn = (await c.get(f"/v1/sessions/{sid}/turns/{tid}")).json()
+        assert turn["outcome"] == "completed" and turn["timing"]["total_ms"] is not None
+        r = await c.delete(f"/v1/sessions/{sid}")
+        assert r.status_code == 202
+        again = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "x"})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "session_stopped"
+
+
+async def test_post_turn_with_accept_event_stream_streams_it(server: Server) -> None:
+    async with server.client() as c:
+        sid = await new_session(c)
+        async with c.stream(
+            "POST",
+            f"/v1/sessions/{sid}/turns",
+            json={"prompt": "stream me"},
+            headers={"accept": "text/event-stream"},
+        ) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            tid = r.headers["x-turn-id"]
+            body = (await r.aread()).decode()
+        assert (
+            "event: turn.requested" in body
+            and body.rstrip().split("\n\n")[-1].count("event: stream.ended") == 1
+        )
+        assert f'"stream":"{tid}"' in body
+
+
+async def test_log_endpoint_is_replayable_ndjson(server: Server) -> None:
+    async with server.client() as c:
+        sid = await new_session(c)
+        _, url = await new_turn(c, sid, "log me")
+        await sse_events(c, url)
+        entries = await log_entries(c, sid)
+        assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+        assert entries[0]["kind"] == "session.created"
+        tail = (await c.get(f"/v1/sessions/{sid}/log", params={"after": len(entries) - 2})).text.splitlines()
+        assert len(tail) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/v1/sessions", b"{not json", 400, "invalid_json"),
+        ("POST", "/v1/sessions", b'{"agent": 3}', 400, "invalid_body"),
+        ("POST", "/v1/sessions", b'{"agent": "gpt"}', 400, "invalid_agent"),
+        ("POST", "/v1/sessions", b'{"surprise": 1}', 400, "invalid_body"),
+        ("GET", "/v1/sessions/nope", None, 404, "session_not_found"),
+        ("DELETE", "/v1/sessions/nope", None, 404, "session_not_found"),
+        ("GET", "/v1/sessions/nope/events", None, 404, "session_not_found"),
+        ("POST", "/v1/sessions/nope/turns", b'{"prompt":"x"}', 404, "session_not_found"),
+        ("GET", "/v1/nothing-here", None, 404, "not_found"),
+        ("PUT", "/v1/sessions", b"{}", 405, "method_not_allowed"),
+    ],
+)
+async def test_bad_requests_get_json_4xx(
+    server: Server, method: str, path: str, body: bytes | None, status: int, code: str
+) -> None:
+    async with server.client() as c:
+        r = await c.request(method, path, content=body)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+async def test_bad_turn_requests(server: Server) -> None:
+    async with server.client() as c:
+        sid = await new_session(c)
+        cases: list[tuple[bytes, int, str]] = [
+            (b"", 400, "missing_body"),
+            (b"[1,2]", 400, "invalid_body"),
+            (b'{"prompt": 5}', 400, "invalid_body"),
+            (b'{"prompt": "   "}', 400, "empty_prompt"),
+            (b'{"prompt": "' + b"x" * (1 << 20) + b'"}', 413, "prompt_too_large"),
+            (b"\xff\xfe", 400, "invalid_json"),
+        ]
+        for body, status, code in cases:
+            r = await c.post(f"/v1/sessions/{sid}/turns", content=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), body[:20]
+        r = await c.get(f"/v1/sessions/{sid}/turns/t99/events")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "turn_not_found"
+        r = await c.post(f"/v1/sessions/{sid}/turns/t99/interrupt")
+        assert r.status_code == 404
+        # The server is unaffected.
+        _, url = await new_turn(c, sid, "still fine")
+        assert (await sse_events(c, url))[-1].event == "stream.ended"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "99999"])
+async def test_bad_last_event_id(server: Server, value: str) -> None:
+    async with server.client() as c:
+        sid = await new_session(c)
+        _tid, url = await new_turn(c, sid, "x")
+        for headers, params in [({"last-event-id": value}, None), (None, {"after": value})]:
+            r = await c.get(url, headers=headers, params=params)
+            assert r.status_code == 400, (value, r.status_code)
+            assert r.json()["error"]["code"] == "invalid_last_event_id"
+
+
+async def test_queue_bound_is_enforced(nursery: object, tmp_path: object) -> None:
+    from pathlib import Path
+
+    import trio
+
+    from tests.adapters.conftest import start_server
+
+    assert isinstance(nursery, trio.Nursery) and isinstance(tmp_path, Path)
+    srv = await start_server(nursery, tmp_path, max_queued_turns=2)
+    async with srv.client() as c:
+        sid = await new_session(c)
+        await new_turn(c, sid, "[[sim hang=first]]")
+        await new_turn(c, sid, "queued 1")
+        await new_turn(c, sid, "queued 2")
+        r = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "one too many"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+
+
+async def test_unreadable_data_dir_is_not_ready_with_reason(nursery: object, tmp_path: object) -> None:
+    from pathlib import Path
+
+    import trio
+
+    from tests.adapters.conftest import start_server
+
+    assert isinstance(nursery, trio.Nursery) and isinstance(tmp_path, Path)
+    srv = await start_server(nursery, tmp_path)
+    # Replace the sessions directory with a file: appends can no longer be persisted.
+    sessions = srv.data_dir / "sessions"
+    for f in sessions.iterdir():
+        f.unlink()
+    sessions.rmdir()
+    sessions.write_text("in the way")
+    async with httpx.AsyncClient(base_url=srv.base) as c:
+        r = await c.get("/readyz")
+        assert r.status_code == 503 and "not writable" in r.json()["reason"]
+        assert (await c.get("/healthz")).status_code == 200
