@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
 __all__ = ["render_metrics"]
 
-# Turn-timing histogram buckets, in seconds: sub-second answers up to hour-long agent turns.
-BUCKETS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _histogram(name: str, help_text: str, values_s: Iterable[float]) -> list[str]:
-    values = sorted(values_s)
-    out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    i = 0
-    for bound in BUCKETS_S:
-        while i < len(values) and values[i] <= bound:
-            i += 1
-        out.append(f'{name}_bucket{{le="{bound}"}} {i}')
-    out.append(f'{name}_bucket{{le="+Inf"}} {len(values)}')
-    out.append(f"{name}_sum {sum(values):.6f}")
-    out.append(f"{name}_count {len(values)}")
-    return out
 
 
 def render_metrics(snapshot: Any, *, sse_lagged: int = 0) -> str:
@@ -57,19 +40,22 @@ def render_metrics(snapshot: Any, *, sse_lagged: int = 0) -> str:
         data.get("streams_by_outcome", {}),
         "counter",
     )
-    pool_state = str(data.get("pool_state", "unknown"))
+    pool: Mapping[str, Any] = data.get("pool", {}) or {}
+    pool_state = str(pool.get("state", "unknown"))
     lines.append("# HELP turnstile_pool_state The pool's state (1 for the current one).")
     lines.append("# TYPE turnstile_pool_state gauge")
     for state in ("warming", "ready", "degraded", "draining", "stopped"):
         lines.append(f'turnstile_pool_state{{state="{state}"}} {1 if state == pool_state else 0}')
+    single("turnstile_pool_warm_processes", "Warm processes ready to be checked out.", pool.get("ready", 0))
+    single("turnstile_pool_warming_processes", "Processes the pool is starting.", pool.get("warming", 0))
+    single("turnstile_pool_target", "Warm processes the pool keeps per configuration.", pool.get("target", 0))
     single(
-        "turnstile_pool_warm_processes", "Warm processes ready to be checked out.", data.get("pool_warm", 0)
+        "turnstile_pool_spawns_total",
+        "Processes the pool has spawned.",
+        data.get("pool_spawns", 0),
+        "counter",
     )
-    single(
-        "turnstile_pool_target",
-        "Warm processes the pool aims to keep per configuration.",
-        data.get("pool_target", 0),
-    )
+    single("turnstile_streams_open", "Streams (turns) not ended yet.", data.get("streams_open", 0))
     single(
         "turnstile_subscribers",
         "Live log subscribers (SSE, WebSocket, in-process).",
@@ -81,13 +67,36 @@ def render_metrics(snapshot: Any, *, sse_lagged: int = 0) -> str:
         int(data.get("lagged_subscribers", 0)) + sse_lagged,
         "counter",
     )
-    single("turnstile_processes", "Agent processes alive (sessions and pool).", data.get("processes", 0))
-    timings = data.get("turn_timings", [])
-    for field, help_text in (
-        ("total_ms", "Turn duration from request to terminal entry."),
-        ("ttfe_ms", "Time from the turn request to the first event of the CLI."),
-    ):
-        values = [t[field] / 1000.0 for t in timings if isinstance(t, Mapping) and t.get(field) is not None]
-        name = "turnstile_turn_seconds" if field == "total_ms" else "turnstile_turn_first_event_seconds"
-        lines += _histogram(name, help_text, values)
+    single(
+        "turnstile_agent_processes",
+        "Agent processes alive (sessions and pool).",
+        data.get("agent_processes", 0),
+    )
+    timings = data.get("turn_timings", {}) or {}
+    if isinstance(timings, Mapping):
+        lines += _summary(
+            "turnstile_turn_seconds",
+            "Turn duration from request to terminal entry (recent turns).",
+            timings.get("count", 0),
+            {
+                "0.5": timings.get("total_p50_ms"),
+                "0.95": timings.get("total_p95_ms"),
+                "1": timings.get("total_max_ms"),
+            },
+        )
+        lines += _summary(
+            "turnstile_turn_first_event_seconds",
+            "Time from the turn request to the CLI's first event (recent turns).",
+            timings.get("count", 0),
+            {"0.5": timings.get("ttfe_p50_ms"), "0.95": timings.get("ttfe_p95_ms")},
+        )
     return "\n".join(lines) + "\n"
+
+
+def _summary(name: str, help_text: str, count: int, quantiles_ms: Mapping[str, float | None]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
+    for q, value in quantiles_ms.items():
+        if value is not None:
+            out.append(f'{name}{{quantile="{q}"}} {value / 1000.0:.6f}')
+    out.append(f"{name}_count {count}")
+    return out

@@ -104,7 +104,7 @@ function resultText(content) {
 }
 
 /** A one-line summary of a tool's input, e.g. the Bash command. */
-function toolSummary(name, input) {
+function toolSummary(input) {
   if (!input || typeof input !== "object") return "";
   const first = input.command ?? input.file_path ?? input.pattern ?? input.url ?? input.query ?? input.description;
   const text = first !== undefined ? String(first) : JSON.stringify(input);
@@ -252,7 +252,7 @@ class TurnView {
         }
         tool.startTs = tool.startTs ?? entry.ts;
         tool.input.textContent = pretty(block.input);
-        tool.summary.textContent = toolSummary(block.name, block.input);
+        tool.summary.textContent = toolSummary(block.input);
       } else if (!streamed && (block.type === "text" || block.type === "thinking")) {
         const view = this.openBlock(message.id, `a${entry.seq}`, { type: block.type }, entry);
         this.appendText(view, block.type === "text" ? block.text : block.thinking);
@@ -440,6 +440,7 @@ class TurnStream {
     this.timer = null;
     this.probe = null;
     this.closed = false;
+    this.refusals = 0; // 404/400 answers in a row (a server still reading its logs back may not know it yet)
   }
 
   start() {
@@ -459,12 +460,10 @@ class TurnStream {
     for (const kind of EVENT_KINDS) source.addEventListener(kind, onEntry);
     source.onerror = () => {
       if (this.closed || source !== this.source) return;
-      if (source.readyState === EventSource.CONNECTING) {
-        this.view.setBadge("RECONNECTING"); // EventSource resumes with Last-Event-ID by itself
-      } else {
-        this.view.setBadge("RECONNECTING"); // it gave up (non-200): retry ourselves
-        this.retryLater();
-      }
+      this.view.setBadge("RECONNECTING");
+      // CONNECTING: a drop, and EventSource resumes with Last-Event-ID by itself.
+      // CLOSED: it gave up for good (the server answered something else than 200): retry ourselves.
+      if (source.readyState === EventSource.CLOSED) this.retryLater();
     };
   }
 
@@ -518,8 +517,10 @@ class TurnStream {
     if (status === 204) {
       this.finish(); // the server says this turn is over and we have everything
     } else if (status === 200) {
+      this.refusals = 0;
       this.open(after);
-    } else if (status === 404 || status === 400) {
+    } else if ((status === 404 || status === 400) && ++this.refusals >= 3) {
+      // Asked three times: the server does not know this turn (another data directory?). Give up.
       this.view.note(`cannot follow this turn any more (HTTP ${status})`, "error");
       this.close();
       this.view.setBadge("DONE");
@@ -540,7 +541,8 @@ class Console {
     this.machines = null;
     this.readiness = null;
     this.pollTimer = null;
-    this.loadToken = 0;
+    this.loadToken = 0; // which showSession() call is current
+    this.loadedSession = null; // the session whose log is drawn (new turns are followed from then on)
 
     this.transcript = $("transcript");
     this.promptBox = $("prompt");
@@ -622,7 +624,20 @@ class Console {
       return; // keep showing the last list; the pool chip says the server is unreachable
     }
     this.renderSessions();
+    this.followNewTurns();
     this.renderMachines();
+  }
+
+  /** Turns of the shown session that someone else started (another tab, the API): follow them too. */
+  followNewTurns() {
+    const session = this.currentSession();
+    if (!session || this.loadedSession !== session.id) return;
+    for (const turn of session.turns) {
+      if (!this.views.has(turn.id)) {
+        this.addTurn(turn.id);
+        this.follow(turn.id);
+      }
+    }
   }
 
   renderSessions() {
@@ -715,6 +730,7 @@ class Console {
       return;
     }
     if (load !== this.loadToken) return; // another session was selected meanwhile
+    this.loadedSession = sid;
     const entries = text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
     for (const entry of entries) {
       if (!entry.stream) continue;
@@ -730,6 +746,7 @@ class Console {
   }
 
   closeViews() {
+    this.loadedSession = null;
     for (const { stream } of this.views.values()) if (stream) stream.close();
     this.views.clear();
     this.latest = null;

@@ -2,8 +2,8 @@
 
 The pool keeps ``pool_size`` warm processes for each spawn configuration it serves
 (:meth:`AgentConfig.pool_key`: agent, binary, cwd, model, tools, args, env): the runtime's default agent
-from the start, and the configuration of every session that asks (at most ``pool_max_keys``, least
-recently used first out).
+from the start, and any other configuration once sessions asked for it twice (at most ``pool_max_keys``,
+least recently used first out).
 
 Guarantees:
 
@@ -143,6 +143,7 @@ class Pool:
         self._keys: OrderedDict[str, _Key] = OrderedDict()
         # Every process the pool owns (also those of evicted keys, until they are reaped).
         self._owned: set[_Warm] = set()
+        self._misses: dict[str, int] = {}
         self._wake = trio.Event()
         self._draining = False
         self._nursery: trio.Nursery | None = None
@@ -192,8 +193,16 @@ class Pool:
         """
         if self.target == 0 or self._draining:
             return None
-        self.want(agent)
-        k = self._keys[agent.pool_key()]
+        key = agent.pool_key()
+        k = self._keys.get(key)
+        if k is None:
+            # Warm a configuration once it is asked for again: a one-off (say, a session with its own
+            # working directory) must not make the pool spawn processes nobody will take.
+            self._misses[key] = self._misses.get(key, 0) + 1
+            if self._misses[key] >= 2:
+                self.want(agent)
+            return None
+        self._keys.move_to_end(key)
         for w in k.warm:
             if w.ready and w.proc.returncode is None:
                 k.warm.remove(w)
@@ -201,9 +210,7 @@ class Pool:
                 w.checked_out = True
                 w.scope.cancel()  # the pool's watcher lets go of it
                 k.streak = 0
-                self.journal.append(
-                    PoolCheckout(seq=0, ts=None, key=agent.pool_key(), pid=w.proc.pid, session=session)
-                )
+                self.journal.append(PoolCheckout(seq=0, ts=None, key=key, pid=w.proc.pid, session=session))
                 self._poke()
                 return w.proc
         return None

@@ -103,7 +103,8 @@ class Launcher(Protocol):
         """Start a process (with ``--resume resume`` when given). The process is running on return.
 
         Raises :class:`AgentBinaryNotFound` or :class:`SpawnError`. Cancellation: a spawn either
-        completes or raises; it never leaves a process behind that the caller does not hold.
+        completes or raises; it never leaves a process behind that the caller does not hold — so an
+        implementation must not pass a checkpoint between creating the process and returning it.
         """
         ...
 
@@ -146,9 +147,8 @@ class SubprocessAgent:
             raise SpawnError(f"cannot start {argv[0]!r}{where}: {exc.strerror or exc}") from exc
         if ledger is not None:
             ledger.add(proc.pid, argv, session=session)
-        agent = cls(proc, argv, ledger)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return agent
+        # No checkpoint from here on: the caller must get the process in the same step it was made.
+        return cls(proc, argv, ledger)
 
     @property
     def pid(self) -> int:

@@ -135,7 +135,8 @@ class Runtime:
         taken warm from the pool or spawned cold in the background (never waited for here).
 
         Raises :class:`SessionExists`, :class:`ConfigError` (bad id), :class:`LogError`,
-        :class:`RuntimeClosed`.
+        :class:`RuntimeClosed`. Cancellation: only while waiting for start-up recovery, before anything
+        is created.
         """
         self._check_open()
         await self._recovered.wait()
@@ -162,8 +163,9 @@ class Runtime:
             )
         )
         self._sessions[sid] = session
-        self.pool.want(agent)
-        await self._start_session(session, prewarm=self.config.pool_size > 0)
+        # Shielded (it returns at once): a session is either created and running, or not created at all.
+        with trio.CancelScope(shield=True):
+            await self._start_session(session, prewarm=self.config.pool_size > 0)
         return session.info()
 
     def session(self, sid: str) -> Session:
@@ -187,12 +189,14 @@ class Runtime:
         """Queue a turn; return its stream id. ``turn.requested`` is in the log (durably) on return.
 
         Raises :class:`SessionNotFound`, :class:`SessionStopped`, :class:`QueueFull`, :class:`LogError`.
+        Cancellation: a cancelled call has not started a turn; a call that started one returns its id.
         """
         self._check_open()
         await self._recovered.wait()
-        stream = self.session(sid).submit(prompt)
+        # Cancellation is taken here, before the turn is accepted; accepting it and returning its id is
+        # one synchronous step, so a caller never loses a turn it started.
         await trio.lowlevel.checkpoint()
-        return stream
+        return self.session(sid).submit(prompt)
 
     async def interrupt(self, sid: str, stream_id: str, *, by: str = "client") -> None:
         """Interrupt a turn (out-of-band: never queued behind the agent's stdin). The stream ends
@@ -202,8 +206,8 @@ class Runtime:
         A no-op for an ended stream. Raises :class:`SessionNotFound`, :class:`StreamNotFound`.
         """
         await self._recovered.wait()
-        self.session(sid).interrupt(stream_id, by=by)
         await trio.lowlevel.checkpoint()
+        self.session(sid).interrupt(stream_id, by=by)
 
     async def stop_session(self, sid: str, reason: str = "session stopped") -> None:
         """Stop a session: its open streams end ``cancelled``, its process is closed and reaped,

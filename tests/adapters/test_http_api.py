@@ -170,3 +170,45 @@ async def test_unreadable_data_dir_is_not_ready_with_reason(nursery: object, tmp
         r = await c.get("/readyz")
         assert r.status_code == 503 and "not writable" in r.json()["reason"]
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_interrupt_ends_the_turn_cancelled(server: Server) -> None:
+    import json
+
+    async with server.client() as c:
+        sid = await new_session(c)
+        tid, url = await new_turn(c, sid, "[[sim hang=mid]] long")
+        first = await sse_events(c, url, limit=3)
+        r = await c.post(f"/v1/sessions/{sid}/turns/{tid}/interrupt")
+        assert r.status_code == 202
+        rest = await sse_events(c, url, headers={"last-event-id": first[-1].id})
+        end = json.loads(rest[-1].data)
+        assert rest[-1].event == "stream.ended" and end["outcome"] == "cancelled"
+        assert "interrupt.requested" in [e.event for e in rest]
+        # The session takes the next turn.
+        _, url2 = await new_turn(c, sid, "next")
+        assert json.loads((await sse_events(c, url2))[-1].data)["outcome"] == "completed"
+
+
+async def test_no_cors_unless_configured(nursery: object, tmp_path: object, server: Server) -> None:
+    from pathlib import Path
+
+    import trio
+
+    from adapters.config import ServerConfig
+    from tests.adapters.conftest import start_server
+
+    async with server.client() as c:
+        r = await c.get("/v1/sessions", headers={"origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+    assert isinstance(nursery, trio.Nursery) and isinstance(tmp_path, Path)
+    cors = ServerConfig(port=0, ws_port=-1, cors_origins=("http://dash.example",))
+    srv = await start_server(nursery, tmp_path / "cors", server=cors)
+    async with srv.client() as c:
+        pre = await c.options(
+            "/v1/sessions",
+            headers={"origin": "http://dash.example", "access-control-request-method": "POST"},
+        )
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://dash.example"
+        other = await c.get("/v1/sessions", headers={"origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

@@ -11,6 +11,7 @@ Every wait is on DOM state (``expect``); the time bounds are generous except whe
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -33,9 +34,9 @@ class ConsolePage:
         self.base_url = base_url
         self.token = token
 
-    def open(self) -> ConsolePage:
+    def open(self, session: str | None = None) -> ConsolePage:
         query = f"?token={self.token}" if self.token else ""
-        self.page.goto(f"{self.base_url}/{query}")
+        self.page.goto(f"{self.base_url}/{query}" + (f"#{session}" if session else ""))
         expect(self.page.get_by_test_id("pool-state")).to_contain_text("pool ", timeout=LONG)
         return self
 
@@ -158,7 +159,7 @@ def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, p
     """The seed's bug: "Done, 388.4 s total, 37 tools" under a badge stuck at RECONNECTING. Here the
     terminal entry turns the badge DONE, the page closes its EventSource itself, and nothing reconnects."""
     server: Server = server_factory(pool_size=1)
-    ui = ConsolePage(page_factory(), server.url).open()
+    ui = ConsolePage(page_factory(viewport={"width": 1280, "height": 900}), server.url).open()
     sid = ui.new_session()
     first = ui.send("What is in this repo? [[sim tools=2 tool_s=0.3 ttft_ms=20 token_ms=10 text=14]]")
     ui.wait_outcome(first, "completed")
@@ -213,11 +214,19 @@ def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, p
 # --- 2 -------------------------------------------------------------------------------------------------
 
 
-def test_server_killed_mid_turn_and_restarted(server_factory: Any, page_factory: Any) -> None:
+@pytest.mark.parametrize("front", ["direct", "gateway"])
+def test_server_killed_mid_turn_and_restarted(
+    server_factory: Any, page_factory: Any, proxy_factory: Any, front: str
+) -> None:
     """SIGKILL the server mid-turn, restart it on the same port and data directory: the page (never
-    reloaded) reconnects on its own, shows the turn failed (server restarted), and a new turn works."""
+    reloaded) reconnects on its own, shows the turn failed (server restarted), and a new turn works.
+
+    ``direct``: while the server is down the browser's connections are refused, which EventSource keeps
+    retrying by itself. ``gateway``: the page talks through a reverse proxy that answers 502 while the
+    server is down — EventSource gives up for good on that, so the page must retry on its own."""
     server: Server = server_factory(pool_size=1)
-    ui = ConsolePage(page_factory(), server.url).open()
+    proxy = proxy_factory(server.port, bad_gateway=True) if front == "gateway" else None
+    ui = ConsolePage(page_factory(), proxy.url if proxy else server.url).open()
     page = ui.page
     page.evaluate("window.__notReloaded = true")
     ui.new_session()
@@ -229,7 +238,16 @@ def test_server_killed_mid_turn_and_restarted(server_factory: Any, page_factory:
     server.kill()
     expect(turn.get_by_test_id("turn-badge")).to_have_attribute("data-state", "RECONNECTING", timeout=LONG)
     expect(page.get_by_test_id("pool-state")).to_contain_text("unreachable", timeout=LONG)
-    page.wait_for_timeout(1500)  # let the native reconnect fail at least once (connection refused)
+    if proxy is not None:
+        # Down long enough for the stream itself to get a 502 (EventSource's reconnect or our probe).
+        deadline = time.monotonic() + 30
+        while not any(s == 502 and "/events" in url for s, url in page.watch.responses):
+            assert time.monotonic() < deadline, (
+                "the page never asked for the stream while the server was down"
+            )
+            page.wait_for_timeout(100)
+    else:
+        page.wait_for_timeout(1500)  # let the native reconnect fail at least once (connection refused)
     server.start()
 
     ui.wait_outcome(turn, "failed")
@@ -315,6 +333,7 @@ def test_interrupt_honoured_and_ignored(server_factory: Any, page_factory: Any) 
     button = page.get_by_test_id("interrupt")
     timing = measure_interrupt(page, turn, "pointerdown", button.click, 10)
     assert timing["outcome"] == "cancelled", timing
+    print(f"honoured interrupt: cancelled on screen {timing['ms']:.0f} ms after the click")
     assert timing["ms"] is not None and timing["ms"] < 1000, timing
     ui.wait_outcome(turn, "cancelled")
     expect(turn.get_by_test_id("turn-error")).to_contain_text("Cancelled")
@@ -328,6 +347,7 @@ def test_interrupt_honoured_and_ignored(server_factory: Any, page_factory: Any) 
     limit = GRACE_S + KILL_AFTER_S + 3.0
     timing = measure_interrupt(page, turn, "keydown", lambda: page.keyboard.press("Escape"), limit + 5)
     assert timing["outcome"] == "cancelled", timing
+    print(f"ignored interrupt: cancelled on screen {timing['ms']:.0f} ms after Esc")
     assert timing["ms"] is not None and timing["ms"] < limit * 1000, timing
     assert timing["ms"] >= GRACE_S * 1000 * 0.9, f"the agent was meant to ignore the interrupt: {timing}"
     ui.wait_outcome(turn, "cancelled")
@@ -367,12 +387,42 @@ def test_page_opened_while_the_pool_warms(server_factory: Any, page_factory: Any
     assert not page.watch.errors, page.watch.errors
 
 
+# --- text without partial messages ---------------------------------------------------------------------
+
+
+def test_text_without_partial_messages_comes_from_assistant_lines(
+    server_factory: Any, page_factory: Any
+) -> None:
+    """With partial messages off the CLI sends only whole ``assistant`` lines; with them on it sends
+    deltas *and* the whole lines. Either way each text is shown once, and equals the CLI's result."""
+    server: Server = server_factory(pool_size=0)
+    status, body = server.request("POST", "/v1/sessions", {"partial_messages": False})
+    assert status == 201, body
+    sid = json.loads(body)["id"]
+    page = page_factory()
+    ui = ConsolePage(page, server.url).open(session=sid)
+    expect(page.get_by_test_id("session-id")).to_have_text(sid)
+
+    turn = ui.send("No deltas please [[sim tools=1 tool_s=0.05 thinking=2 text=12 ttft_ms=10 token_ms=5]]")
+    ui.wait_outcome(turn, "completed")
+    entries = server.log(sid)
+    tid = turn_id(turn)
+    assert not [e for e in entries if e.get("type") == "stream_event"], "partial messages were on"
+    result = next(e["msg"] for e in entries if e.get("stream") == tid and e.get("type") == "result")
+    assert texts(turn) == [result["result"]]
+    expect(turn.get_by_test_id("thinking")).to_have_count(1)
+    expect(turn.locator("[data-testid=tool][data-status=ok]")).to_have_count(1)
+    expect(turn.get_by_test_id("tool-result")).to_have_text("sim-tool-1")
+    assert not page.watch.errors, page.watch.errors
+
+
 # --- narrow screen, token, keyboard -------------------------------------------------------------------
 
 
 def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory: Any) -> None:
     """On a phone-sized screen, with ``--token`` (passed as ``?token=`` on every request): Shift+Enter
-    adds a line, Enter sends, the turn renders, and nothing overflows sideways."""
+    adds a line, Enter sends (creating a session), the turn renders, a turn started through the API is
+    followed too, and nothing overflows sideways."""
     server: Server = server_factory(pool_size=1, token="s3cret")
     page = page_factory(viewport={"width": 390, "height": 844})
     ui = ConsolePage(page, server.url, token="s3cret").open()
@@ -391,6 +441,14 @@ def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory
     ui.wait_outcome(turn, "completed")
     expect(page.get_by_test_id("session-item")).to_have_count(1)
     expect(turn.get_by_test_id("timing-tools")).to_have_text("1 tool")
+
+    # A turn started by someone else (here: the API) shows up and is followed to its end.
+    sid = page.evaluate("decodeURIComponent(location.hash.slice(1))")
+    status, _ = server.request("POST", f"/v1/sessions/{sid}/turns", {"prompt": "from the API [[sim text=5]]"})
+    assert status == 202
+    other = page.get_by_test_id("turn").nth(1)
+    ui.wait_outcome(other, "completed")
+    expect(other.get_by_test_id("turn-prompt")).to_have_text("from the API [[sim text=5]]")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the screen"
     assert not [r for r in page.watch.responses if r[0] == 401], "a request went out without the token"

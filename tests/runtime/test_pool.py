@@ -178,3 +178,27 @@ async def test_pool_processes_are_closed_on_shutdown(scripted: ScriptedLauncher)
         await _until(lambda: rt.readiness().pool.ready == 3)
     assert scripted.spawned and all(p.returncode is not None for p in scripted.spawned)
     assert rt.pool.status().state == "stopped"
+
+
+async def test_another_config_is_kept_warm_only_once_asked_for_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    launcher = ScriptedLauncher()
+    other = AgentConfig(model="other")
+    async with open_runtime(config(pool_size=1), launcher=launcher) as rt:
+        await trio.sleep(1.0)
+        assert rt.readiness().pool.keys == 1
+        spawns = rt.pool.spawns
+        first = await rt.create_session(other)  # a one-off: no warm-up for it
+        await trio.sleep(1.0)
+        assert rt.pool.spawns == spawns and rt.readiness().pool.keys == 1
+        second = await rt.create_session(other)  # asked again: now kept warm
+        await trio.sleep(1.0)
+        assert rt.readiness().pool.keys == 2
+        third = await rt.create_session(other)
+        await trio.sleep(1.0)
+        warm = {
+            s.id: [e.warm for e in assert_gap_free(rt, s.id) if isinstance(e, ProcessSpawned)]
+            for s in (first, second, third)
+        }
+        assert warm == {first.id: [False], second.id: [False], third.id: [True]}
