@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
@@ -111,6 +111,7 @@ from engine.timing import StateClock, TurnTiming, tokens_of, turn_cost
 
 __all__ = [
     "NEW",
+    "POOL_ENTRIES",
     "Change",
     "PoolFold",
     "SessionFold",
@@ -430,6 +431,7 @@ class SessionFold:
         self.streams: dict[str, StreamView] = {}
         self.violations: list[Violation] = []
         self._open: dict[str, StreamView] = {}
+        self._active_view: StreamView | None = None  # the oldest dispatched open stream (kept current)
         self._unended: dict[str, StreamView] = {}
         self._now = _Now()
         self._infer = True
@@ -545,12 +547,16 @@ class SessionFold:
             s._reason = reason
             s._pending_tools.clear()
             del self._open[s._id]
+            if self._active_view is s:
+                self._active_view = self._find_active()
             self._tk.remove(model)
             self._release.live.pop(model, None)
             if not s._ended:
                 self._unended[s._id] = s
         elif not s._dispatched:
             s._dispatched = True
+            if self._active_view is None:
+                self._active_view = s
             if s._pid is None:
                 s._pid = self._pid
             self._fire_session("turn_started", entry.seq, changes)
@@ -567,6 +573,9 @@ class SessionFold:
         return s
 
     def _active(self) -> StreamView | None:
+        return self._active_view
+
+    def _find_active(self) -> StreamView | None:
         for s in self._open.values():
             if s._dispatched:
                 return s
@@ -766,8 +775,7 @@ class SessionFold:
         vt = type(view)
         # Token deltas first and fast: counted, never transitioned.
         if vt is StreamEvent:
-            assert isinstance(view, StreamEvent)
-            if type(view.event) is ContentBlockDelta:
+            if type(cast(StreamEvent, view).event) is ContentBlockDelta:
                 if s is not None:
                     s._deltas += 1
                 elif self._infer:
@@ -810,7 +818,7 @@ class SessionFold:
         """
         vt = type(view)
         if vt is StreamEvent:
-            assert isinstance(view, StreamEvent)
+            view = cast(StreamEvent, view)
             if view.parent_tool_use_id is not None:
                 return None  # a sub-agent's stream: the parent's tool is still running
             event = view.event
@@ -818,26 +826,23 @@ class SessionFold:
             if et is MessageStart:
                 return "think"
             if et is ContentBlockStart:
-                assert isinstance(event, ContentBlockStart)
-                bt = type(event.content_block)
+                bt = type(cast(ContentBlockStart, event).content_block)
                 if bt is TextBlock:
                     return "respond"
                 if bt is ThinkingBlock or bt is RedactedThinkingBlock:
                     return "think"
             return None
         if vt is AssistantMessage:
-            assert isinstance(view, AssistantMessage)
+            view = cast(AssistantMessage, view)
             if view.parent_tool_use_id is not None:
                 return None
             if view.aborted and s._aborted is None:
                 s._aborted = "the CLI marked the answer aborted"
             return self._assistant_trigger(s, view)
         if vt is UserMessage:
-            assert isinstance(view, UserMessage)
-            return self._user_line(s, view)
+            return self._user_line(s, cast(UserMessage, view))
         if vt is ResultMessage:
-            assert isinstance(view, ResultMessage)
-            self._result(s, view, entry, changes)
+            self._result(s, cast(ResultMessage, view), entry, changes)
             return "result"
         if isinstance(view, SystemMessage | ConversationReset):
             self._session_line(view)
@@ -848,11 +853,11 @@ class SessionFold:
         for block in view.message.content:
             bt = type(block)
             if bt is ToolUseBlock or bt is ServerToolUseBlock:
-                assert isinstance(block, ToolUseBlock | ServerToolUseBlock)
-                s._tool_ids.add(block.id)
+                tool_id = cast(ToolUseBlock | ServerToolUseBlock, block).id
+                s._tool_ids.add(tool_id)
                 if bt is ToolUseBlock:
                     # server tools return inside the API response; only client tools await a tool_result
-                    s._pending_tools.add(block.id)
+                    s._pending_tools.add(tool_id)
                 trigger = "call_tool"
             elif bt is TextBlock and trigger != "call_tool":
                 trigger = "respond"
@@ -871,14 +876,14 @@ class SessionFold:
         had_result = False
         for block in content:
             if type(block) is ToolResultBlock:
-                assert isinstance(block, ToolResultBlock)
+                block = cast(ToolResultBlock, block)
                 had_result = True
                 s._pending_tools.discard(block.tool_use_id)
                 text = block.content if isinstance(block.content, str) else ""
                 if text.startswith(INTERRUPT_NOTICE) and s._aborted is None:
                     s._aborted = _one_line(text)
             elif type(block) is TextBlock:
-                assert isinstance(block, TextBlock)
+                block = cast(TextBlock, block)
                 if block.text.startswith(INTERRUPT_NOTICE) and s._aborted is None:
                     s._aborted = _one_line(block.text)
         if had_result and not s._pending_tools:
@@ -928,6 +933,22 @@ _HANDLERS: Final[dict[type, Callable[[SessionFold, Any, list[Change]], None]]] =
 # --------------------------------------------------------------------------------------------------------
 # The pool
 # --------------------------------------------------------------------------------------------------------
+
+
+POOL_ENTRIES: Final[frozenset[type]] = frozenset(
+    {
+        PoolStarted,
+        PoolSpawnStarted,
+        PoolProcessReady,
+        PoolSpawnFailed,
+        PoolCheckout,
+        PoolProcessLost,
+        PoolDegraded,
+        PoolDrainRequested,
+        PoolStopped,
+    }
+)
+"""The entry types :class:`PoolFold` folds (all others it ignores)."""
 
 
 class PoolFold:
@@ -985,7 +1006,7 @@ class PoolFold:
             trigger = "process_ready"
         elif et is PoolSpawnFailed:
             assert isinstance(entry, PoolSpawnFailed)
-            self.warm.setdefault(entry.key, 0)
+            # keys are registered by spawn_started (which precedes a failure); a failure changes no count
             self.last_error = entry.error
             trigger = "spawn_failed"
         elif et is PoolCheckout or et is PoolProcessLost:

@@ -19,6 +19,7 @@ defaults. Readers decode an unknown kind to :class:`UnknownEntry` rather than fa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
 
 import msgspec
@@ -70,6 +71,7 @@ __all__ = [
     "cli_bytes",
     "decode_entry",
     "encode_entry",
+    "entries_from_frames",
     "entry_from_frame",
     "kind_of",
     "raw_bytes",
@@ -84,7 +86,7 @@ Outcome: TypeAlias = Literal["completed", "failed", "cancelled", "timed_out"]
 TERMINAL_OUTCOMES: Final[tuple[Outcome, ...]] = ("completed", "failed", "cancelled", "timed_out")
 
 
-class _Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+class _Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
     """Fields every entry has. ``seq`` is assigned by the log's single writer."""
 
     seq: int
@@ -444,8 +446,12 @@ def entry_from_frame(
     # are already clean.
     view: Message | LineError | None
     if frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
+        view = decode_message(frame)
+        tag = _VIEW_TAGS.get(type(view))
+        # The common case in one step: a typed message, ASCII (so valid UTF-8 — see below).
+        if tag is not None and frame.isascii():
+            return CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=msgspec.Raw(frame)), view  # type: ignore[return-value]
         line = frame
-        view = decode_message(line)
     else:
         line = frame.strip()
         if not line:
@@ -464,6 +470,35 @@ def entry_from_frame(
         seq=seq, ts=ts, stream=stream, reason=error.reason, error=error.error, raw=raw, encoding=encoding
     )
     return entry, None
+
+
+def entries_from_frames(
+    frames: Iterable[Frame], *, seq: int, ts: float | None, stream: str | None
+) -> list[tuple[Entry, Message | None]]:
+    """:func:`entry_from_frame` over a batch of frames (e.g. one pipe read), numbered from ``seq`` on.
+
+    Blank lines are skipped (they take no seq). The runtime's hot path: one call per stdout chunk, with
+    the common case — a typed CLI message in valid UTF-8 — handled inline.
+    """
+    out: list[tuple[Entry, Message | None]] = []
+    append = out.append
+    tags = _VIEW_TAGS
+    decode = decode_message
+    raw = msgspec.Raw
+    for frame in frames:
+        if type(frame) is bytes and frame and frame[0] == 0x7B and frame[-1] == 0x7D:
+            view = decode(frame)
+            tag = tags.get(type(view))
+            if tag is not None and (frame.isascii() or _valid_utf8(frame)):
+                entry = CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=raw(frame))
+                append((entry, view))  # type: ignore[arg-type]
+                seq += 1
+                continue
+        made = entry_from_frame(frame, seq=seq, ts=ts, stream=stream)
+        if made is not None:
+            append(made)
+            seq += 1
+    return out
 
 
 def _valid_utf8(line: bytes) -> bool:

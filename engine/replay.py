@@ -19,7 +19,7 @@ from typing import Final
 
 import msgspec
 
-from engine.fold import Change, PoolFold, SessionFold, StreamView, Violation
+from engine.fold import POOL_ENTRIES, Change, PoolFold, SessionFold, StreamView, Violation
 from engine.log import CliDecodeError, CliOversized, LogRepaired, Outcome
 from engine.timing import TurnTiming
 from engine.transcript import Item
@@ -96,7 +96,7 @@ class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
     changes: list[TraceStep] | None = None
 
 
-_DAMAGED: Final = (CliDecodeError, CliOversized, LogRepaired)
+_DAMAGED: Final = frozenset({CliDecodeError, CliOversized, LogRepaired})
 
 
 def summarize(view: StreamView) -> StreamSummary:
@@ -145,9 +145,12 @@ def replay(
         for item in items:
             entries += 1
             entry = item.entry
-            if not isinstance(entry, _DAMAGED):
+            et = type(entry)
+            if et not in _DAMAGED:
                 valid += 1
-            changes = fold.apply(entry, item.view) + pool.apply(entry)
+            changes = fold.apply(entry, item.view)
+            if et in POOL_ENTRIES:
+                changes += pool.apply(entry)
             for change in changes:
                 if on_change is not None:
                     on_change(change)

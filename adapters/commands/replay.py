@@ -24,7 +24,7 @@ from engine.fold import Change
 from engine.replay import ReplayReport, golden_diff, render_json, render_table, render_trace_line, replay
 from engine.transcript import frames_of, read_entries
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "replay_text", "run"]
 
 _CHUNK: Final = 1 << 20
 _PROGRESS_MIN_BYTES: Final = 8 << 20  # smaller files replay in well under a second
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; print the report (or check it against ``args.check``)."""
     path: Path = args.file
     try:
-        text = _replay_text(path, as_json=args.json, trace=args.trace, stream=args.check is None)
+        text = replay_text(path, as_json=args.json, trace=args.trace, stream=args.check is None)
     except TurnstileError as exc:
         print(f"turnstile replay: {exc}", file=sys.stderr)
         return 2
@@ -82,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
 
-def _replay_text(path: Path, *, as_json: bool, trace: bool, stream: bool) -> str:
-    """The replay's output. With ``stream``, text trace lines are printed as they happen (not kept)."""
+def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, stream: bool = False) -> str:
+    """What ``turnstile replay`` prints for ``path`` (the text a golden file holds).
+
+    With ``stream``, text trace lines are written to stdout as they happen instead of being returned.
+    Raises :class:`engine.errors.LogInputError` for a file that cannot be replayed.
+    """
     try:
         size = path.stat().st_size
         handle = path.open("rb")

@@ -34,7 +34,7 @@ from engine.log import (
     StreamEnded,
     TurnRequested,
     UnknownEntry,
-    entry_from_frame,
+    entries_from_frames,
     record,
 )
 from engine.protocol import Message
@@ -127,13 +127,8 @@ class Journal:
 
         Returns each line's entry and typed view (blank lines are skipped).
         """
-        now = self._clock()
-        out: list[tuple[Entry, Message | None]] = []
-        for frame in frames:
-            made = entry_from_frame(frame, seq=self._next, ts=now, stream=stream)
-            if made is not None:
-                self._next += 1
-                out.append(made)
+        out = entries_from_frames(frames, seq=self._next, ts=self._clock(), stream=stream)
+        self._next += len(out)
         if out:
             self._commit([record(e) for e, _ in out], [e for e, _ in out], [v for _, v in out])
         return out

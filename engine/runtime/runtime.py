@@ -56,7 +56,7 @@ from engine.runtime.process import Launcher, SubprocessLauncher
 from engine.runtime.session import Session, SessionFolder
 from engine.runtime.subscription import Subscription
 from engine.stores import LogStore
-from engine.stores.file import FileLogRepository
+from engine.stores.file import FileLogRepository, validate_session_id
 from engine.stores.memory import MemoryLogStore
 
 __all__ = ["Runtime", "open_runtime"]
@@ -143,7 +143,7 @@ class Runtime:
         agent = agent if agent is not None else self.config.default_agent
         sid = session_id if session_id is not None else f"s-{uuid.uuid4().hex[:12]}"
         try:
-            (self._repo or FileLogRepository(".")).path_for(sid)
+            validate_session_id(sid)
         except LogError as exc:
             raise ConfigError(str(exc)) from exc
         if sid in self._sessions or (self._repo is not None and self._repo.exists(sid)):

@@ -27,7 +27,7 @@ from engine.errors import LogCorrupted, LogError
 from engine.log import CliLine, LogRepaired, Record, decode_entry, kind_of, raw_field, record
 from engine.stores.memory import check_continues
 
-__all__ = ["FileLogRepository", "FileLogStore", "FsyncPolicy"]
+__all__ = ["FileLogRepository", "FileLogStore", "FsyncPolicy", "validate_session_id"]
 
 FsyncPolicy: TypeAlias = Literal["always", "lifecycle", "never"]
 
@@ -225,6 +225,17 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
     return offsets, pos, None
 
 
+def validate_session_id(session_id: str) -> str:
+    """Return ``session_id`` if it is safe as a file name (1-128 of letters, digits, ``_-.``, not starting
+    with ``.``/``-``/``_``); raise :class:`LogError` otherwise."""
+    if not _SESSION_ID.match(session_id):
+        raise LogError(
+            f"invalid session id {session_id!r}: use 1-128 letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit"
+        )
+    return session_id
+
+
 class FileLogRepository:
     """The data directory: ``<root>/sessions/<session id>.ndjson``, one log per session."""
 
@@ -242,9 +253,7 @@ class FileLogRepository:
 
     def path_for(self, session_id: str) -> Path:
         """The log file of ``session_id`` (validated: no path tricks)."""
-        if not _SESSION_ID.match(session_id):
-            raise LogError(f"invalid session id {session_id!r}: use letters, digits, '_', '-' and '.'")
-        return self.sessions_dir / f"{session_id}.ndjson"
+        return self.sessions_dir / f"{validate_session_id(session_id)}.ndjson"
 
     def open(self, session_id: str) -> FileLogStore:
         """Open or create the log of ``session_id``."""

@@ -212,3 +212,13 @@ async def test_no_cors_unless_configured(nursery: object, tmp_path: object, serv
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://dash.example"
         other = await c.get("/v1/sessions", headers={"origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_session_ids_chosen_by_clients_are_validated(server: Server) -> None:
+    async with server.client() as c:
+        r = await c.post("/v1/sessions", json={"session_id": "my-session"})
+        assert r.status_code == 201 and r.json()["id"] == "my-session"
+        r = await c.post("/v1/sessions", json={"session_id": "my-session"})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "session_exists"
+        r = await c.post("/v1/sessions", json={"session_id": "../../etc/passwd"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_config"

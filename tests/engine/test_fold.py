@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ from engine.log import (
     Entry,
     InterruptEscalated,
     InterruptRequested,
+    Outcome,
     PoolCheckout,
     PoolDegraded,
     PoolDrainRequested,
@@ -50,7 +52,9 @@ def init(session_id: str = "cli-1") -> dict[str, Any]:
     return {"type": "system", "subtype": "init", "session_id": session_id}
 
 
-def assistant(*blocks: dict[str, Any], parent: str | None = None, aborted: bool | None = None) -> dict[str, Any]:
+def assistant(
+    *blocks: dict[str, Any], parent: str | None = None, aborted: bool | None = None
+) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "assistant", "message": {"model": "m", "content": list(blocks)}}
     if parent is not None:
         msg["parent_tool_use_id"] = parent
@@ -74,7 +78,10 @@ def tool_use(tool_id: str, parent: str | None = None) -> dict[str, Any]:
 def tool_result(*ids: str, content: str = "ok", parent: str | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "type": "user",
-        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": i, "content": content} for i in ids]},
+        "message": {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": i, "content": content} for i in ids],
+        },
     }
     if parent is not None:
         msg["parent_tool_use_id"] = parent
@@ -82,7 +89,10 @@ def tool_result(*ids: str, content: str = "ok", parent: str | None = None) -> di
 
 
 def notice() -> dict[str, Any]:
-    return {"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]}}
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "text", "text": "[Request interrupted by user]"}]},
+    }
 
 
 def result(subtype: str = "success", is_error: bool = False, **extra: Any) -> dict[str, Any]:
@@ -99,12 +109,20 @@ def result(subtype: str = "success", is_error: bool = False, **extra: Any) -> di
 
 
 def event(payload: dict[str, Any], parent: str | None = None) -> dict[str, Any]:
-    return {"type": "stream_event", "uuid": "u", "session_id": "cli-1", "event": payload, "parent_tool_use_id": parent}
+    return {
+        "type": "stream_event",
+        "uuid": "u",
+        "session_id": "cli-1",
+        "event": payload,
+        "parent_tool_use_id": parent,
+    }
 
 
 MESSAGE_START = event({"type": "message_start", "message": {}})
 TEXT_START = event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-THINK_START = event({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})
+THINK_START = event(
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}
+)
 DELTA = event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}})
 
 
@@ -171,7 +189,9 @@ def test_a_turn_end_to_end() -> None:
     for _ in range(3):
         assert feed.cli(DELTA, "t1") == []  # counted, never transitioned
     feed.cli(text(), "t1")
-    got = feed.cli(result(total_cost_usd=0.25, usage={"input_tokens": 3, "output_tokens": 4}), "t1")
+    got = feed.cli(
+        result(total_cost_usd=0.25, usage={"input_tokens": 3, "output_tokens": 4}, session_id="cli-abc"), "t1"
+    )
     assert [(c.machine, c.trigger, c.dest) for c in got] == [
         ("stream", "complete", "completed"),
         ("session", "turn_ended", "idle"),
@@ -369,7 +389,10 @@ def test_spawn_timeout_and_failure_end_queued_streams() -> None:
     feed.add(ProcessSpawnFailed, error="claude: not found")
     fold = feed.fold
     assert fold.streams["t1"].outcome == "timed_out"
-    assert (fold.streams["t2"].outcome, fold.streams["t2"].reason) == ("failed", "spawn failed: claude: not found")
+    assert (fold.streams["t2"].outcome, fold.streams["t2"].reason) == (
+        "failed",
+        "spawn failed: claude: not found",
+    )
     assert fold.session_state == "crashed"
 
 
@@ -381,7 +404,10 @@ def test_session_stop_and_recovery_end_open_streams() -> None:
     assert feed.fold.session_state == "crashed"
     feed.add(TurnRequested, stream="t2", prompt="x")
     feed.add(SessionStopped, reason="deleted")
-    assert (feed.fold.streams["t2"].outcome, feed.fold.streams["t2"].reason) == ("failed", "session stopped: deleted")
+    assert (feed.fold.streams["t2"].outcome, feed.fold.streams["t2"].reason) == (
+        "failed",
+        "session stopped: deleted",
+    )
     assert feed.fold.session_state == "stopped"
     assert feed.fold.open_streams == []
 
@@ -432,7 +458,6 @@ def test_sub_agent_lines_do_not_move_the_stream() -> None:
     feed = started()
     dispatched(feed)
     feed.cli(tool_use("task1"), "t1")
-    feed.cli(text(), "t1") if False else None
     feed.cli(assistant({"type": "text", "text": "sub"}, parent="task1"), "t1")
     feed.cli(event({"type": "message_start", "message": {}}, parent="task1"), "t1")
     feed.cli(tool_use("sub-tool", parent="task1"), "t1")
@@ -555,14 +580,22 @@ def _result(**fields: Any) -> ResultMessage:
 OUTCOMES = [
     pytest.param({}, None, None, ("completed", ""), id="success"),
     pytest.param(
-        {"is_error": True, "result": "Failed to authenticate. API Error: 401", "terminal_reason": "api_error"},
+        {
+            "is_error": True,
+            "result": "Failed to authenticate. API Error: 401",
+            "terminal_reason": "api_error",
+        },
         None,
         None,
         ("failed", "Failed to authenticate. API Error: 401"),
         id="api-error-is-success-with-is_error",
     ),
     pytest.param(
-        {"is_error": True, "api_error_status": 529}, None, None, ("failed", "API error (HTTP 529)"), id="http-status"
+        {"is_error": True, "api_error_status": 529},
+        None,
+        None,
+        ("failed", "API error (HTTP 529)"),
+        id="http-status",
     ),
     pytest.param(
         {"subtype": "error_during_execution", "is_error": False},
@@ -601,10 +634,19 @@ OUTCOMES = [
         id="aborted-answer",
     ),
     pytest.param(
-        {"subtype": "error_max_turns", "is_error": False}, None, None, ("failed", "error_max_turns"), id="max-turns-old"
+        {"subtype": "error_max_turns", "is_error": False},
+        None,
+        None,
+        ("failed", "error_max_turns"),
+        id="max-turns-old",
     ),
     pytest.param(
-        {"subtype": "error_during_execution", "is_error": True, "num_turns": 0, "errors": ["No conversation found"]},
+        {
+            "subtype": "error_during_execution",
+            "is_error": True,
+            "num_turns": 0,
+            "errors": ["No conversation found"],
+        },
         None,
         None,
         ("failed", "No conversation found"),
@@ -688,7 +730,8 @@ def test_pool_with_target_zero_is_ready_at_once() -> None:
 
 STREAM_IDS = st.sampled_from(["a", "b", "c", None])
 PIDS = st.sampled_from([0, 7, 8])
-OUTCOME = st.sampled_from(["completed", "failed", "cancelled", "timed_out"])
+OUTCOMES_ALL: tuple[Outcome, ...] = ("completed", "failed", "cancelled", "timed_out")
+OUTCOME = st.sampled_from(OUTCOMES_ALL)
 CLI_LINES = st.sampled_from(
     [
         init(),
@@ -752,7 +795,9 @@ def entries(draw: st.DrawFn) -> list[tuple[Entry, bool]]:
         elif kind == 9:
             entry = InterruptEscalated(**base, signal="SIGKILL")
         elif kind == 10:
-            entry = Timeout(**base, which=draw(st.sampled_from(["spawn", "first_event", "idle", "turn"])), after_s=1.0)
+            entry = Timeout(
+                **base, which=draw(st.sampled_from(["spawn", "first_event", "idle", "turn"])), after_s=1.0
+            )
         elif kind == 11:
             entry = StreamEnded(**base, outcome=draw(OUTCOME), reason="r")
         elif kind == 12:
@@ -762,15 +807,12 @@ def entries(draw: st.DrawFn) -> list[tuple[Entry, bool]]:
         elif kind == 14:
             entry = ProcessSpawnFailed(**base, error="e")
         elif kind == 15:
-            entry = draw(
-                st.sampled_from(
-                    [
-                        SessionCreated(**base, session_id="s", agent="claude"),
-                        SessionStopRequested(**base),
-                        SessionStopped(**base),
-                    ]
-                )
-            )
+            session_entries: list[Entry] = [
+                SessionCreated(**base, session_id="s", agent="claude"),
+                SessionStopRequested(**base),
+                SessionStopped(**base),
+            ]
+            entry = draw(st.sampled_from(session_entries))
         elif kind == 16:
             entry = SessionRecovered(**base)
         else:
@@ -779,7 +821,7 @@ def entries(draw: st.DrawFn) -> list[tuple[Entry, bool]]:
     return out
 
 
-def _check(fold: SessionFold, entry: AnyEntry, changes: list[Change], before: dict[str, str | None]) -> None:
+def _check(fold: SessionFold, entry: AnyEntry, changes: list[Change], before: Mapping[str, str]) -> None:
     stream_states = set(stream_machine().states)
     terminal = stream_machine().terminal
     assert fold.session_state in session_machine().states
@@ -793,9 +835,11 @@ def _check(fold: SessionFold, entry: AnyEntry, changes: list[Change], before: di
         if s.ended:
             assert s.terminal
         assert (sid in fold.open_streams) != s.terminal  # every stream is open or terminal
-    assert [s.id for s in fold.unended()] == [s.id for s in fold.streams.values() if s.terminal and not s.ended]
+    assert sorted(s.id for s in fold.unended()) == sorted(
+        s.id for s in fold.streams.values() if s.terminal and not s.ended
+    )
     active = fold.active_stream
-    assert active is None or (not fold.streams[active].terminal and fold.streams[active].dispatched)
+    assert active == next((sid for sid in fold.open_streams if fold.streams[sid].dispatched), None)
     if isinstance(entry, ProcessExited):
         # after a process exit, no stream dispatched to that process is left open
         for s in fold.streams.values():
@@ -803,8 +847,6 @@ def _check(fold: SessionFold, entry: AnyEntry, changes: list[Change], before: di
                 assert s.pid is not None and entry.pid and s.pid != entry.pid
     for change in changes:
         assert change.seq == entry.seq and change.source != change.dest
-    for v in fold.violations[len(fold.violations) - 0 :]:
-        assert v.seq == entry.seq
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -845,7 +887,7 @@ def test_random_pool_entries_never_raise(kinds: list[int], keys: list[str], targ
     pool.apply(PoolStarted(seq=0, ts=None, target=target))
     pool_states = set(pool_machine().states)
     for seq, (kind, key) in enumerate(zip(kinds, keys, strict=False), start=1):
-        entry: Entry = [
+        choices: list[Entry] = [
             PoolSpawnStarted(seq=seq, ts=None, key=key),
             PoolProcessReady(seq=seq, ts=None, key=key, pid=seq),
             PoolSpawnFailed(seq=seq, ts=None, key=key, error="e"),
@@ -855,7 +897,8 @@ def test_random_pool_entries_never_raise(kinds: list[int], keys: list[str], targ
             PoolDrainRequested(seq=seq, ts=None),
             PoolStopped(seq=seq, ts=None),
             PoolStarted(seq=seq, ts=None, target=target),
-        ][kind]
+        ]
+        entry = choices[kind]
         was = pool.state
         pool.apply(entry)
         assert pool.state in pool_states

@@ -167,7 +167,7 @@ def test_a_model_can_join_in_a_given_state() -> None:
 def test_missing_trigger_is_reported_against_the_spec() -> None:
     from engine.errors import SpecError
 
-    with pytest.raises(SpecError, match="specs/stream.toml has no trigger 'warp'"):
+    with pytest.raises(SpecError, match=r"specs/stream\.toml has no trigger 'warp'"):
         stream_machine().require(triggers=["dispatch", "warp"], user="a test")
 
 

@@ -108,7 +108,9 @@ BROKEN = [
     ),
     pytest.param(BASE.replace('group = "g"', 'group = "h"'), "unknown group 'h'", id="unknown-group"),
     pytest.param(BASE.replace('initial = "a"', 'initial = "zz"'), "initial state 'zz'", id="unknown-initial"),
-    pytest.param(BASE.replace('initial = "a"', 'initial = "c"'), "initial state 'c' is terminal", id="terminal-initial"),
+    pytest.param(
+        BASE.replace('initial = "a"', 'initial = "c"'), "initial state 'c' is terminal", id="terminal-initial"
+    ),
     pytest.param(
         BASE + '[[transitions]]\ntrigger = "go"\nsource = "a"\ndest = "c"\n',
         "no guard tells apart",
@@ -123,7 +125,9 @@ BROKEN = [
         "'c' is unreachable",
         id="terminal-unreachable",
     ),
-    pytest.param(BASE.replace('title = "Toy"', 'title = "Toy"\ncolour = "red"'), "colour", id="unknown-field"),
+    pytest.param(
+        BASE.replace('title = "Toy"', 'title = "Toy"\ncolour = "red"'), "colour", id="unknown-field"
+    ),
     pytest.param(BASE.replace('title = "Toy"', "title = 3"), "Expected `str`", id="wrong-type"),
     pytest.param(
         BASE.replace('[machine]\nname = "toy"\ntitle = "Toy"\ninitial = "a"\n', ""),
@@ -144,7 +148,7 @@ def test_broken_specs_fail_with_a_clear_message(text: str, message: str) -> None
 
 def test_a_state_that_cannot_reach_a_terminal_state_is_rejected() -> None:
     text = BASE + (
-        '[states.loop1]\n[states.loop2]\n'
+        "[states.loop1]\n[states.loop2]\n"
         '[[transitions]]\ntrigger = "l1"\nsource = "a"\ndest = "loop1"\n'
         '[[transitions]]\ntrigger = "l2"\nsource = "loop1"\ndest = "loop2"\n'
         '[[transitions]]\ntrigger = "l3"\nsource = "loop2"\ndest = "loop1"\n'

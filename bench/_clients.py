@@ -1,0 +1,177 @@
+"""Lean loopback clients for the latency and fan-out benchmarks (trio sockets + h11, trio-websocket).
+
+Each client stamps what it receives with ``time.time_ns()`` and subtracts the ``"t_ns":...`` the emitter
+wrote into each delta line (same machine, same clock): that is the event's latency from the agent's write
+to the client's read. Clients are deliberately lean (no httpx on the hot path) so that the client side
+costs the same whichever server it talks to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+
+T_NS = re.compile(rb'"t_ns":(\d+)')
+
+
+@dataclass
+class Received:
+    """What one client got: per-event latencies (ns), and when its response started and ended."""
+
+    latencies: list[int] = field(default_factory=list)
+    started_ns: int = 0
+    ended_ns: int = 0
+    status: int = 0
+
+    def take(self, data: bytes, now: int) -> None:
+        for m in T_NS.finditer(data):
+            self.latencies.append(now - int(m.group(1)))
+
+
+async def http_json(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One HTTP/1.1 request with a JSON body; the status and the decoded JSON answer (or None)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        data = b"" if body is None else json.dumps(body).encode()
+        headers = [("host", "127.0.0.1"), ("content-length", str(len(data))), ("connection", "close")]
+        if body is not None:
+            headers.append(("content-type", "application/json"))
+        await stream.send_all(conn.send(h11.Request(method=method, target=path, headers=headers)))
+        await stream.send_all(conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+        status = 0
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+        raw = b"".join(chunks)
+        return status, json.loads(raw) if raw.strip() else None
+
+
+async def sse_client(
+    port: int,
+    path: str,
+    out: Received,
+    *,
+    connected: trio.Semaphore | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """GET an SSE stream and record every delta's latency until the response ends.
+
+    ``task_status.started()`` fires once the response headers arrived (the subscription is live).
+    ``connected`` bounds how many connections are being opened at once (listen backlogs are small).
+    """
+    if connected is not None:
+        await connected.acquire()
+    try:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    finally:
+        if connected is not None:
+            connected.release()
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("host", "127.0.0.1"), ("accept", "text/event-stream")]
+        await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers)))
+        started = False
+        carry = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(262144)
+                if not data:
+                    break
+                now = time.time_ns()
+                conn.receive_data(data)
+                if started:
+                    # Scan the raw bytes up to the last newline (a read may end mid-line; the rest is
+                    # scanned, and stamped, when its line is complete).
+                    buf = carry + data
+                    cut = buf.rfind(b"\n") + 1
+                    out.take(buf[:cut], now)
+                    carry = buf[cut:]
+                continue
+            if isinstance(event, h11.Response):
+                out.status = event.status_code
+                out.started_ns = time.time_ns()
+                started = True
+                task_status.started()
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+        out.ended_ns = time.time_ns()
+        if not started:
+            task_status.started()
+
+
+async def ws_client(
+    port: int,
+    session: str,
+    turn: str,
+    out: Received,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Subscribe to a turn over Turnstile's WebSocket protocol; record latencies until its ``end``."""
+    from trio_websocket import open_websocket_url
+
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send_message(json.dumps({"op": "subscribe", "session": session, "turn": turn, "id": "b"}))
+        ack = await ws.get_message()
+        out.started_ns = time.time_ns()
+        out.status = 101 if '"ack"' in str(ack) else 0
+        task_status.started()
+        while True:
+            message = await ws.get_message()
+            now = time.time_ns()
+            data = message.encode() if isinstance(message, str) else message
+            out.take(data, now)
+            if data.startswith(b'{"type":"end"'):
+                break
+        out.ended_ns = time.time_ns()
+
+
+async def pipe_client(
+    argv: list[str], prompt: str, out: Received, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The floor: run the emitter as our own child and read its stdout lines directly."""
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        msg = {"type": "user", "message": {"role": "user", "content": prompt}}
+        await proc.stdin.send_all(json.dumps(msg).encode() + b"\n")
+        out.started_ns = time.time_ns()
+        task_status.started()
+        pending = b""
+        while True:
+            data = await proc.stdout.receive_some(65536)
+            if not data:
+                break
+            now = time.time_ns()
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                out.take(line, now)
+            if lines and lines[-1].startswith(b'{"type":"result"'):
+                break
+        out.ended_ns = time.time_ns()
+    finally:
+        await proc.stdin.aclose()
+        with trio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,142 @@
+"""Hot vs cold: time to first event of a new session's first turn, from a warm pool vs with pool size 0.
+
+Two runtimes (``open_runtime``, in this process) run side by side: one with ``pool_size=1``, one with
+``pool_size=0`` (one-shot mode: a process is spawned when the turn arrives). A trial creates a session,
+starts a turn and measures, at an in-process subscriber, the time from ``start_turn`` to the turn's
+first CLI line (``system/init``). Trials alternate warm / cold; before each warm trial the pool is
+waited on until it has a ready process and that process has lived ``--settle`` seconds (a pool process
+in a server has usually been idle for a while; the real CLI keeps initialising for ~1 s after spawn).
+
+Agents: the real Claude Code CLI (the binary bundled in ``claude-agent-sdk``) against the fake model API
+of ``tests/fakeapi.py`` on loopback, and the built-in simulator (``--speed 0``). Target: warm <= 0.2x
+cold (measured here before: the real CLI ~0.5 s cold, ~0.03 s on a live process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the repo root on sys.path)
+import trio
+from _common import median, note, pct, table, target
+
+from engine.errors import AgentBinaryNotFound
+from engine.log import CliLine
+from engine.runtime.config import AgentConfig, RuntimeConfig
+from engine.runtime.runtime import Runtime, open_runtime
+
+
+async def first_event(rt: Runtime, timeout: float = 60.0) -> float:
+    """Seconds from start_turn to the first CLI line of a new session's first turn."""
+    info = await rt.create_session()
+    t0 = time.perf_counter()
+    tid = await rt.start_turn(info.id, "hello")
+    took = float("nan")
+    with trio.move_on_after(timeout):
+        async with rt.subscribe(info.id, stream=tid) as sub:
+            async for batch in sub:
+                if any(type(r.entry) is CliLine for r in batch):
+                    took = time.perf_counter() - t0
+                    break
+    with trio.move_on_after(15):
+        await rt.stop_session(info.id)
+    return took
+
+
+async def pool_ready(rt: Runtime, settle: float, timeout: float = 60.0) -> None:
+    """Wait for a ready warm process, then ``settle`` seconds more."""
+    with trio.move_on_after(timeout):
+        while rt.pool.status().ready < 1:
+            await trio.sleep(0.02)
+    await trio.sleep(settle)
+
+
+@contextlib.asynccontextmanager
+async def agents(kind: str, tmp: Path) -> AsyncIterator[AgentConfig]:
+    """The agent config for ``kind`` (``claude`` starts the fake model API for the time it is used)."""
+    if kind == "sim":
+        yield AgentConfig(agent="sim", extra_args=("--speed", "0"))
+        return
+    from engine.agents.claude import find_claude_binary
+    from tests.fakeapi import FakeModelAPI
+    from tests.realcli import offline_cli_env
+
+    binary = find_claude_binary()
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    with FakeModelAPI() as api:
+        env = offline_cli_env(api, tmp)
+        yield AgentConfig(agent="claude", binary=binary, cwd=str(work), env=env, inherit_env=False)
+
+
+async def measure(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[float], list[float]]:
+    warm: list[float] = []
+    cold: list[float] = []
+    async with agents(kind, tmp) as agent:
+        base = RuntimeConfig(data_dir=None, default_agent=agent, pool_ready_after_s=0.2)
+        async with (
+            open_runtime(msgspec_replace(base, pool_size=1)) as hot,
+            open_runtime(msgspec_replace(base, pool_size=0)) as one_shot,
+        ):
+            for i in range(args.trials + 1):
+                await pool_ready(hot, args.settle)
+                w = await first_event(hot)
+                await pool_ready(hot, args.settle)  # the cold trial runs with the pool quiet too
+                c = await first_event(one_shot)
+                if i:  # the first pair warms caches (the binary's pages, Python imports)
+                    warm.append(w)
+                    cold.append(c)
+    return warm, cold
+
+
+def msgspec_replace(config: RuntimeConfig, **changes: object) -> RuntimeConfig:
+    import msgspec
+
+    return msgspec.structs.replace(config, **changes)
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="turnstile-bench-"))
+    rows = []
+    ratios: dict[str, float] = {}
+    for kind in args.agents:
+        try:
+            warm, cold = await measure(kind, args, tmp)
+        except AgentBinaryNotFound as exc:
+            note(f"{kind}: skipped ({exc})")
+            continue
+        ratio = median(warm) / median(cold)
+        ratios[kind] = ratio
+        label = "real CLI + fake API" if kind == "claude" else "simulator"
+        rows.append([label, "warm pool", len(warm), median(warm) * 1e3, pct(warm, 100) * 1e3, ratio])
+        rows.append([label, "pool size 0", len(cold), median(cold) * 1e3, pct(cold, 100) * 1e3, 1.0])
+    table(
+        f"time to first event of a new session's first turn (median of {args.trials} trials, ms)",
+        ["agent", "process", "trials", "median ms", "max ms", "vs cold"],
+        rows,
+    )
+    note(f"warm trials start once the pool's process has lived {args.settle:g} s past ready")
+    for kind, ratio in ratios.items():
+        label = "real CLI" if kind == "claude" else "simulator"
+        target(f"hot vs cold: warm / cold, {label}", ratio, 0.2, higher=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=8, help="trials per side and agent (default 8)")
+    ap.add_argument("--settle", type=float, default=1.0, help="seconds a warm process idles first (1)")
+    ap.add_argument("--agents", nargs="+", default=["claude", "sim"], choices=["claude", "sim"])
+    ap.add_argument("--quick", action="store_true", help="2 trials, simulator and real CLI")
+    args = ap.parse_args()
+    if args.quick:
+        args.trials, args.settle = 2, 0.3
+    trio.run(run, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reliability: the fault matrix, bad input, load and soak (issue 7). See ``docs/reliability.md``."""
