@@ -29,8 +29,8 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python bench/decode.py
-	$(BIN)/python bench/replay.py
+	$(BIN)/python -m pip install --quiet -e '.[test,claude,bench]'
+	$(BIN)/python bench/run_all.py --write-docs docs/performance.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

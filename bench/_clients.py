@@ -145,7 +145,11 @@ async def ws_client(
 
 
 async def pipe_client(
-    argv: list[str], prompt: str, out: Received, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    argv: list[str],
+    prompt: str,
+    out: Received,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The floor: run the emitter as our own child and read its stdout lines directly."""
     proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)

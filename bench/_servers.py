@@ -1,10 +1,11 @@
 """Servers the latency and fan-out benchmarks talk to, each in a child process of its own.
 
-``python bench/_servers.py turnstile DATA_DIR`` runs ``turnstile serve`` (``adapters.server.run_server``)
-with ``bench/emitter.py`` as the agent and pool size 0; ``python bench/_servers.py sse-starlette`` runs the
-alternative a user would likely write: a Starlette app under hypercorn's trio worker that spawns the same
-emitter on ``POST /start?prompt=...``, reads its stdout lines and fans each one out to every
-``GET /events`` subscriber through a memory stream, sent by ``sse_starlette.EventSourceResponse``.
+``python bench/_servers.py turnstile DATA_DIR [FSYNC]`` runs ``turnstile serve``
+(``adapters.server.run_server``) with ``bench/emitter.py`` as the agent and pool size 0.
+``python bench/_servers.py sse-starlette`` runs the alternative a user would likely write: a Starlette
+app under hypercorn's trio worker that spawns the same emitter on ``POST /start?prompt=...``, reads its
+stdout lines and fans each one out to every ``GET /events`` subscriber through a memory stream, sent by
+``sse_starlette.EventSourceResponse``.
 
 Both print one JSON line ``{"http": port, "ws": port | null}`` once they listen, and stop when their stdin
 closes (so they never outlive the benchmark). Also: :class:`ServerProcess`, the parent's handle.
@@ -63,7 +64,9 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -78,13 +81,14 @@ def _announce(http: int, ws: int | None) -> None:
     sys.stdout.flush()
 
 
-async def serve_turnstile(data_dir: str) -> None:
+async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
     from adapters.server import run_server
     from engine.runtime.config import AgentConfig, RuntimeConfig
 
     binary = _common.emitter_binary(Path(data_dir))
     runtime = RuntimeConfig(
         data_dir=str(Path(data_dir) / "data"),
+        fsync=fsync,  # type: ignore[arg-type]
         pool_size=0,
         default_agent=AgentConfig(agent="sim", binary=binary),
         max_queued_turns=64,
@@ -167,7 +171,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     kind = sys.argv[1]
     if kind == "turnstile":
-        trio.run(serve_turnstile, sys.argv[2])
+        trio.run(serve_turnstile, *sys.argv[2:4])
     elif kind == "sse-starlette":
         trio.run(serve_sse_starlette)
     else:

@@ -31,13 +31,13 @@ from engine.runtime.config import AgentConfig, RuntimeConfig
 from engine.runtime.runtime import Runtime, open_runtime
 
 
-async def first_event(rt: Runtime, timeout: float = 60.0) -> float:
+async def first_event(rt: Runtime, limit_s: float = 60.0) -> float:
     """Seconds from start_turn to the first CLI line of a new session's first turn."""
     info = await rt.create_session()
     t0 = time.perf_counter()
     tid = await rt.start_turn(info.id, "hello")
     took = float("nan")
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(limit_s):
         async with rt.subscribe(info.id, stream=tid) as sub:
             async for batch in sub:
                 if any(type(r.entry) is CliLine for r in batch):
@@ -48,10 +48,10 @@ async def first_event(rt: Runtime, timeout: float = 60.0) -> float:
     return took
 
 
-async def pool_ready(rt: Runtime, settle: float, timeout: float = 60.0) -> None:
+async def pool_ready(rt: Runtime, settle: float, limit_s: float = 60.0) -> None:
     """Wait for a ready warm process, then ``settle`` seconds more."""
-    with trio.move_on_after(timeout):
-        while rt.pool.status().ready < 1:
+    with trio.move_on_after(limit_s):
+        while rt.pool.status().ready < 1:  # the pool has no event for this: poll  # noqa: ASYNC110
             await trio.sleep(0.02)
     await trio.sleep(settle)
 

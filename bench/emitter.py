@@ -144,7 +144,9 @@ def _turn(prompt: str, turn: int) -> None:
                 "uuid": str(uuid.uuid4()),
             }
         )
-        + _event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n}})
+        + _event(
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n}}
+        )
         + _event({"type": "message_stop"})
         + _line(
             {

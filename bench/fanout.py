@@ -4,7 +4,8 @@ Both servers run as child processes (hypercorn's trio worker) and run the same a
 which writes ``--events`` token deltas ``--interval-ms`` apart, starting at one instant set after every
 subscriber is connected:
 
-* ``turnstile``      — ``turnstile serve``; every subscriber GETs the turn's ``/events`` (log-backed, resumable)
+* ``turnstile``      — ``turnstile serve``; every subscriber GETs the turn's ``/events`` (log-backed,
+  resumable)
 * ``sse-starlette``  — what a user would likely write instead: read the agent's stdout lines and put each
   one into every subscriber's memory stream, sent by ``sse_starlette.EventSourceResponse`` (one event per
   send; no log, no resume)

@@ -39,9 +39,7 @@ def prompt(lines: int, block: bool = False) -> str:
 
 async def bare(lines: int, block: bool = False) -> tuple[int, float]:
     """Lines seen and seconds from the first to the last, reading the emitter over a plain pipe."""
-    proc = await trio.lowlevel.open_process(
-        emitter_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    proc = await trio.lowlevel.open_process(emitter_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     msg = {"type": "user", "message": {"role": "user", "content": prompt(lines, block)}}
     await proc.stdin.send_all(json.dumps(msg).encode() + b"\n")

@@ -87,7 +87,11 @@ def turnstile_corpus(min_entries: int) -> tuple[bytes, int]:
                 for view in fold.unended():
                     assert view.outcome is not None and current is not None
                     seq += 1
-                    add(StreamEnded(seq=seq, ts=entry.ts, stream=current, outcome=view.outcome, timing=view.timing))
+                    add(
+                        StreamEnded(
+                            seq=seq, ts=entry.ts, stream=current, outcome=view.outcome, timing=view.timing
+                        )
+                    )
                     fold.apply(StreamEnded(seq=0, ts=None, stream=view.id, outcome=view.outcome))
                     current = None
             fold.close()

@@ -144,6 +144,7 @@ _SESSION_TRIGGERS: Final = (
     "process_spawned",
     "process_spawn_failed",
     "process_exited",
+    "process_retired",
     "turn_started",
     "turn_ended",
     "interrupt_requested",
@@ -463,7 +464,11 @@ class SessionFold:
         return view.id if view is not None else None
 
     def unended(self) -> list[StreamView]:
-        """Streams terminal by evidence (a result, an exit, a timeout...) with no ``stream.ended`` yet."""
+        """Streams terminal by evidence (a result, an exit, a timeout...) with no ``stream.ended`` yet.
+
+        In the order they ended. The runtime appends one ``stream.ended`` for each (outcome, reason,
+        timing, exit status from the view); folding it marks the stream ended and drops it from here.
+        """
         return list(self._unended.values())
 
     @property
@@ -729,7 +734,7 @@ class SessionFold:
         if self._pid is None or not entry.pid or entry.pid == self._pid:
             self._pid = None
             self._cost_base = None
-            self._fire_session("process_exited", entry.seq, changes)
+            self._fire_session("process_retired" if entry.expected else "process_exited", entry.seq, changes)
 
     def _on_session_recovered(self, entry: SessionRecovered, changes: list[Change]) -> None:
         self._engine_entry()
@@ -774,15 +779,14 @@ class SessionFold:
             s = self._active()
         vt = type(view)
         # Token deltas first and fast: counted, never transitioned.
-        if vt is StreamEvent:
-            if type(cast(StreamEvent, view).event) is ContentBlockDelta:
-                if s is not None:
-                    s._deltas += 1
-                elif self._infer:
-                    s = self._infer_open(entry, changes)
-                    s._deltas += 1
-                    self._fire_stream(s, "dispatch", entry, changes)
-                return
+        if vt is StreamEvent and type(cast(StreamEvent, view).event) is ContentBlockDelta:
+            if s is not None:
+                s._deltas += 1
+            elif self._infer:
+                s = self._infer_open(entry, changes)
+                s._deltas += 1
+                self._fire_stream(s, "dispatch", entry, changes)
+            return
         if s is None:
             if self._infer and _opens_turn(view):
                 s = self._infer_open(entry, changes)
@@ -876,16 +880,13 @@ class SessionFold:
         had_result = False
         for block in content:
             if type(block) is ToolResultBlock:
-                block = cast(ToolResultBlock, block)
                 had_result = True
                 s._pending_tools.discard(block.tool_use_id)
                 text = block.content if isinstance(block.content, str) else ""
                 if text.startswith(INTERRUPT_NOTICE) and s._aborted is None:
                     s._aborted = _one_line(text)
-            elif type(block) is TextBlock:
-                block = cast(TextBlock, block)
-                if block.text.startswith(INTERRUPT_NOTICE) and s._aborted is None:
-                    s._aborted = _one_line(block.text)
+            elif type(block) is TextBlock and block.text.startswith(INTERRUPT_NOTICE) and s._aborted is None:
+                s._aborted = _one_line(block.text)
         if had_result and not s._pending_tools:
             return "tool_result"
         return None
@@ -954,8 +955,10 @@ POOL_ENTRIES: Final[frozenset[type]] = frozenset(
 class PoolFold:
     """The pool machine, folded from the pool's ``pool.*`` entries.
 
-    Counts warm processes per key (spawn configuration); the ``at_target`` guard of ``specs/pool.toml``
-    reads :attr:`at_target`. Never raises; illegal entries are recorded in :attr:`violations`.
+    Counts warm processes per key (spawn configuration) in :attr:`warm`; the ``at_target`` guard of
+    ``specs/pool.toml`` reads :attr:`at_target`. :attr:`reason` says why the pool is degraded (None in
+    any other state); :attr:`entries` counts the pool entries folded. Never raises; illegal entries are
+    recorded in :attr:`violations`.
     """
 
     def __init__(self, pool_id: str = "pool") -> None:
@@ -963,7 +966,9 @@ class PoolFold:
         self._kind.require(triggers=_POOL_TRIGGERS, states=("degraded",), user="engine.fold.PoolFold")
         self.id = pool_id
         self.target = 0
-        self.warm: dict[str, int] = {}
+        # Warm processes by key, as pid sets: a loss or checkout of a pid that never became ready (or
+        # was already counted out) changes nothing, so the counts cannot drift.
+        self._warm: dict[str, set[int]] = {}
         self.reason: str | None = None
         self.last_error: str | None = None
         self.violations: list[Violation] = []
@@ -978,11 +983,16 @@ class PoolFold:
         return self._model.state
 
     @property
+    def warm(self) -> dict[str, int]:
+        """Warm (ready, not checked out) processes per key."""
+        return {key: len(pids) for key, pids in self._warm.items()}
+
+    @property
     def at_target(self) -> bool:
         """Every key being warmed has at least ``target`` warm processes (true when the target is 0)."""
         if self.target <= 0:
             return True
-        return bool(self.warm) and all(n >= self.target for n in self.warm.values())
+        return bool(self._warm) and all(len(p) >= self.target for p in self._warm.values())
 
     def close(self) -> None:
         """Take the pool's model out of the shared machine (also done when the fold is collected)."""
@@ -998,11 +1008,11 @@ class PoolFold:
             trigger = "start"
         elif et is PoolSpawnStarted:
             assert isinstance(entry, PoolSpawnStarted)
-            self.warm.setdefault(entry.key, 0)
+            self._warm.setdefault(entry.key, set())
             trigger = "spawn_started"
         elif et is PoolProcessReady:
             assert isinstance(entry, PoolProcessReady)
-            self.warm[entry.key] = self.warm.get(entry.key, 0) + 1
+            self._warm.setdefault(entry.key, set()).add(entry.pid)
             trigger = "process_ready"
         elif et is PoolSpawnFailed:
             assert isinstance(entry, PoolSpawnFailed)
@@ -1011,7 +1021,7 @@ class PoolFold:
             trigger = "spawn_failed"
         elif et is PoolCheckout or et is PoolProcessLost:
             assert isinstance(entry, PoolCheckout | PoolProcessLost)
-            self.warm[entry.key] = max(self.warm.get(entry.key, 0) - 1, 0)
+            self._warm.setdefault(entry.key, set()).discard(entry.pid)
             trigger = "process_gone"
         elif et is PoolDegraded:
             assert isinstance(entry, PoolDegraded)

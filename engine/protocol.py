@@ -831,7 +831,7 @@ def _specialise_system(msg: SystemMessage, raw: bytes) -> SystemMessage:
         return msg
     try:
         view: SystemMessage = decoder.decode(raw)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         # A known subtype with an odd field stays a generic system message rather than an error:
         # the subtype's fields are optional extras, and the raw line keeps them all.
         return msg
@@ -854,7 +854,7 @@ def decode_message(raw: bytes) -> Message | LineError:
         start = 1
         if raw[2] == 0x5F:  # a recorder's leading `{"_t":<13-digit ms>,`
             start = 20 if raw[19] == 0x2C else raw.find(b",", 5, 40) + 1
-        if start > 0 and raw[start + 9] == 0x79 and raw.startswith(_SYSTEM_MARK, start):
+        if 0 < start < len(raw) - 9 and raw[start + 9] == 0x79 and raw.startswith(_SYSTEM_MARK, start):
             at = start
     if at >= 0:
         start = at + _SYSTEM_MARK_LEN

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple, TypeAlias
 
 import msgspec
 
-from engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer
+from engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
 from engine.log import AnyEntry, CliDecodeError, CliLine, decode_entry, entry_from_frame, raw_field, view_of
 from engine.protocol import LineError, Message
 
@@ -74,6 +74,8 @@ def read_entries(frames: Iterable[Frame], *, decode_views: bool = True) -> Itera
                 continue
             if fmt is None:
                 fmt = sniff_format(frame.strip())
+        elif isinstance(frame, Truncated) and not frame.raw.strip():
+            continue  # trailing whitespace without a newline: no content
         elif fmt is None:
             fmt = "transcript"
         seq += 1
@@ -87,7 +89,7 @@ def _log_item(line_no: int, seq: int, frame: Frame, decode_views: bool) -> Item:
     if isinstance(frame, bytes):
         try:
             entry = decode_entry(frame.strip())
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raw, encoding = raw_field(frame)
             bad = CliDecodeError(
                 seq=seq, ts=None, reason="malformed", error=str(exc), raw=raw, encoding=encoding
@@ -102,7 +104,7 @@ def _log_item(line_no: int, seq: int, frame: Frame, decode_views: bool) -> Item:
 
 def _transcript_item(line_no: int, seq: int, frame: Frame) -> Item:
     ts: float | None = None
-    if isinstance(frame, bytes):
+    if isinstance(frame, bytes) and b'"_t"' in frame:
         try:
             t = _recorder_time.decode(frame).t
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -120,7 +120,9 @@ async def read_sse(
                     try:
                         data = json.loads(ev.data)
                     except ValueError:
-                        rec.errors.append(f"event {ev.id} ({ev.event}) has data that is not JSON: {ev.data[:200]!r}")
+                        rec.errors.append(
+                            f"event {ev.id} ({ev.event}) has data that is not JSON: {ev.data[:200]!r}"
+                        )
                         continue
                     rec.add(int(ev.id), ev.event, data)
                     if on_event is not None:
@@ -128,7 +130,11 @@ async def read_sse(
                     if _is_terminal(data, stream):
                         rec.terminal = data
                         return rec
-                    if disconnect_after is not None and not disconnected and len(rec.seqs) >= disconnect_after:
+                    if (
+                        disconnect_after is not None
+                        and not disconnected
+                        and len(rec.seqs) >= disconnect_after
+                    ):
                         disconnected = True
                         break
                     if stall_after is not None and not stalled and len(rec.seqs) >= stall_after:
@@ -190,7 +196,11 @@ async def read_ws(
                         if _is_terminal(data, stream):
                             rec.terminal = data
                             return rec
-                    if disconnect_after is not None and not disconnected and len(rec.seqs) >= disconnect_after:
+                    if (
+                        disconnect_after is not None
+                        and not disconnected
+                        and len(rec.seqs) >= disconnect_after
+                    ):
                         disconnected = True
                         break
         except (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError) as exc:
@@ -211,7 +221,9 @@ async def fetch_log(client: httpx.AsyncClient, sid: str) -> tuple[bytes, list[di
     return raw, [json.loads(line) for line in raw.splitlines() if line.strip()]
 
 
-async def wait_turn_ended(client: httpx.AsyncClient, sid: str, tid: str, limit_s: float = 30.0) -> dict[str, Any]:
+async def wait_turn_ended(
+    client: httpx.AsyncClient, sid: str, tid: str, limit_s: float = 30.0
+) -> dict[str, Any]:
     """Poll the turn until it has ended (bounded); returns the turn."""
     with trio.fail_after(limit_s):
         while True:

@@ -157,7 +157,6 @@ FAULTS: tuple[Fault, ...] = (
 )  # fmt: skip
 
 
-
 def _slow_text() -> list[Any]:
     from tests.fakeapi import Text
 
@@ -341,9 +340,7 @@ class _Run:
         first: Callable[[], Any],
         opened: Callable[[httpx.Response], None],
     ) -> None:
-        await read_sse(
-            c, url_of, rec, first=first, on_open=opened, on_event=self._got, deadline=READ_LIMIT_S
-        )
+        await read_sse(c, url_of, rec, first=first, on_open=opened, on_event=self._got, deadline=READ_LIMIT_S)
 
     async def _read_session_sse(self, c: httpx.AsyncClient, s: _Session, rec: Received) -> None:
         await s.started.wait()
@@ -367,7 +364,9 @@ class _Run:
             deadline=READ_LIMIT_S,
         )
 
-    async def _read_turn_sse(self, c: httpx.AsyncClient, s: _Session, rec: Received, kw: dict[str, Any]) -> None:
+    async def _read_turn_sse(
+        self, c: httpx.AsyncClient, s: _Session, rec: Received, kw: dict[str, Any]
+    ) -> None:
         await read_sse(
             c,
             f"/v1/sessions/{s.sid}/turns/{s.tid}/events",
@@ -471,7 +470,9 @@ class _Run:
             if role == "quiet":
                 # Nobody listened; a reader arriving late gets the whole history and the terminal entry.
                 late = Received(name="quiet/late")
-                await read_sse(c, f"/v1/sessions/{s.sid}/turns/{s.tid}/events", late, stream=s.tid, deadline=15)
+                await read_sse(
+                    c, f"/v1/sessions/{s.sid}/turns/{s.tid}/events", late, stream=s.tid, deadline=15
+                )
                 for p in check_subscriber(late, entries, stream=s.tid):
                     self.problem("none", p)
         return logs
@@ -498,7 +499,9 @@ class _Run:
                     self.problem(k, f"new turn on {role}: {outcome} {problems}")
 
 
-async def run_turn(c: httpx.AsyncClient, sid: str, prompt: str, limit_s: float = 60) -> tuple[str | None, list[str]]:
+async def run_turn(
+    c: httpx.AsyncClient, sid: str, prompt: str, limit_s: float = 60
+) -> tuple[str | None, list[str]]:
     """Start a turn (POST as SSE), read it to its end; return its outcome and the log's problems."""
     rec = Received(name="turn")
     tid: list[str] = []
@@ -528,9 +531,7 @@ async def run_turn(c: httpx.AsyncClient, sid: str, prompt: str, limit_s: float =
 # --- the cell runners -------------------------------------------------------------------------------------
 
 
-async def run_cell(
-    fault: Fault, pool_size: int, tmp: Path, kinds: tuple[str, ...] = KINDS
-) -> CellResult:
+async def run_cell(fault: Fault, pool_size: int, tmp: Path, kinds: tuple[str, ...] = KINDS) -> CellResult:
     """Run one (fault, pool size) with the given subscriber kinds multiplexed; never raises for a broken
     invariant (it is recorded in :attr:`CellResult.problems`), only for a harness error."""
     label = fault.name if fault.agent == "sim" else f"{fault.agent}:{fault.name}"
@@ -767,7 +768,9 @@ async def _cell_storage(run: _Run, pool_size: int, tmp: Path) -> None:
             for role, s in run.sessions.items():
                 r = await c.get(f"/v1/sessions/{s.sid}")
                 if r.status_code != 200:
-                    run.problem("*", f"after a restart, session {role} is unreadable: {r.status_code} {r.text}")
+                    run.problem(
+                        "*", f"after a restart, session {role} is unreadable: {r.status_code} {r.text}"
+                    )
                     continue
                 _raw, after = await fetch_log(c, s.sid)
                 old = before_logs[role]

@@ -92,7 +92,9 @@ def kill_and_reap(pids: list[int]) -> None:
             time.sleep(0.01)
 
 
-def leftovers_after(before: set[int], wait_s: float = 3.0, *, ignore: set[int] | None = None) -> dict[int, str]:
+def leftovers_after(
+    before: set[int], wait_s: float = 3.0, *, ignore: set[int] | None = None
+) -> dict[int, str]:
     """Live descendants not in ``before`` (nor ``ignore``), after waiting up to ``wait_s`` for them to go.
 
     Zombies are dead: they are reaped (as the subreaper we inherit orphans' zombies), never reported.

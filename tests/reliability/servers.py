@@ -35,6 +35,7 @@ from engine.runtime.config import AgentConfig, RuntimeConfig
 
 __all__ = [
     "MODEL_FLAGS",
+    "ODD_LINES",
     "Live",
     "ServerProcess",
     "free_port",
@@ -52,6 +53,29 @@ MODEL_FLAGS = {
     "fault-slow-start": "--slow-start 3600",
 }
 
+#: Lines the wrapper prints on stdout before the simulator starts when the session's model is
+#: ``fault-odd-lines``: JSON of the wrong shapes, broken JSON, binary, a BOM, a recorder-style prefix.
+ODD_LINES: tuple[bytes, ...] = (
+    b'{"_' + b"x" * 36 + b",}",  # 41 bytes, a recorder-style prefix whose comma comes late
+    b'{"_t":1764064330123,"type":"system","subtype":"init","cwd":"\xff","session_id":7}',
+    b'{"type":"system","subtype":"init","cwd":"/tmp/\x80\x81","session_id":"x","tools":[]}',
+    b"\xef\xbb\xbf" + b'{"type":"system","subtype":"bom"}',
+    b'{"type":"system","subtype":"init"',
+    b"\x00\x01\x02 binary noise \xff\xfe",
+    b'{"type":"assistant","message":"not an object"}',
+    b'{"type":5}',
+    b"[1,2,3]",
+    b'{"type":"system","subtype":"surrogate","t":"\\ud800"}',
+    b'{"type":"system","subtype":"deep","x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b'{"type":"system","subtype":"big","n":' + b"9" * 400 + b"}",
+    b'{"type":"stream_event","event":{"type":"content_block_delta","index":"zero",'
+    b'"delta":{"type":"text_delta","text":5}}}',
+    b'{"type":"system","type":"assistant","subtype":"dup"}',
+    b'{"type":"control_request","request_id":null,"request":{"subtype":"can_use_tool"}}',
+    b'{"type":"user","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":[]}]}}',
+    '{"type":"system","subtype":"unicode","t":"\u2028\u2029\U0001f600"}'.encode(),
+)
+
 #: Short supervision timeouts so a fault costs a second, not minutes (the defaults are for production).
 FAST: dict[str, Any] = {
     "close_grace_s": 1.0,
@@ -66,7 +90,11 @@ FAST: dict[str, Any] = {
 
 def sim_wrapper(directory: Path) -> str:
     """Write the simulator wrapper into ``directory``; return its path."""
-    cases = "\n".join(f"    {model}) extra=\"{flags}\" ;;" for model, flags in MODEL_FLAGS.items())
+    directory.mkdir(parents=True, exist_ok=True)
+    odd = directory / "odd-lines"
+    odd.write_bytes(b"".join(line + b"\n" for line in ODD_LINES))
+    cases = "\n".join(f'    {model}) extra="{flags}" ;;' for model, flags in MODEL_FLAGS.items())
+    cases += f'\n    fault-odd-lines) cat "{odd}" ;;'
     script = f"""#!/bin/sh
 # Turnstile reliability tests: the simulator, plus start-up faults chosen by the session's model.
 extra=""
@@ -79,7 +107,6 @@ PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
 export PYTHONPATH
 exec "{sys.executable}" -m engine.agents.sim "$@" $extra
 """
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "sim-fault"
     path.write_text(script)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -114,9 +141,7 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def inproc_server(
-    runtime: RuntimeConfig, server: ServerConfig | None = None
-) -> AsyncIterator[Live]:
+async def inproc_server(runtime: RuntimeConfig, server: ServerConfig | None = None) -> AsyncIterator[Live]:
     """Run a server in this trio run; leaving the block shuts it down (every stream ends, every child
     is reaped) before returning."""
     sc = server or ServerConfig(port=0, ws_port=0, heartbeat_s=0.5, send_timeout_s=2.0)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from engine.fold import SessionFold
 from engine.log import (
     CliDecodeError,
     CliOversized,
@@ -186,6 +187,20 @@ async def test_one_shot_mode_spawns_a_process_per_turn_with_resume() -> None:
         assert spawned[0].resume is None
         assert spawned[1].resume == spawned[2].resume is not None
         assert len(exited) >= 2 and all(e.expected and e.returncode == 0 for e in exited)
+        # A planned exit is not a crash: between one-shot turns the session is dormant.
+        with trio.fail_after(10):
+            async with rt.subscribe(info.id) as sub:
+                exits = 0
+                async for batch in sub:
+                    exits += sum(isinstance(r.entry, ProcessExited) for r in batch)
+                    if exits == 3:
+                        break
+        assert rt.session(info.id).state == "dormant"
+        refold = SessionFold(info.id)
+        dests = [
+            c.dest for e in assert_gap_free(rt, info.id) for c in refold.apply(e) if c.machine == "session"
+        ]
+        assert "dormant" in dests and "crashed" not in dests
 
 
 def _script_with_grandchild(tmp_path: Path) -> str:
