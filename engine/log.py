@@ -86,7 +86,7 @@ Outcome: TypeAlias = Literal["completed", "failed", "cancelled", "timed_out"]
 TERMINAL_OUTCOMES: Final[tuple[Outcome, ...]] = ("completed", "failed", "cancelled", "timed_out")
 
 
-class _Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
+class _Entry(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """Fields every entry has. ``seq`` is assigned by the log's single writer."""
 
     seq: int

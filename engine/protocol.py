@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 
-class _Frozen(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every typed view: immutable, keyword-only, unknown JSON fields ignored (kept in raw)."""
 
 
@@ -831,7 +831,7 @@ def _specialise_system(msg: SystemMessage, raw: bytes) -> SystemMessage:
         return msg
     try:
         view: SystemMessage = decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         # A known subtype with an odd field stays a generic system message rather than an error:
         # the subtype's fields are optional extras, and the raw line keeps them all.
         return msg
@@ -863,7 +863,7 @@ def decode_message(raw: bytes) -> Message | LineError:
         if decoder is not None:
             try:
                 view = decoder.decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 pass  # the general path reports the problem
             else:
                 if view.subtype.encode() == subtype:  # the mark was the top-level one
@@ -872,7 +872,7 @@ def decode_message(raw: bytes) -> Message | LineError:
         msg = _decoder.decode(raw)
     except msgspec.ValidationError as strict_error:
         return _slow_path(raw, strict_error)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
         return LineError(reason="malformed", error=str(exc))
     if type(msg) is SystemMessage:
@@ -885,13 +885,13 @@ def _slow_path(raw: bytes, strict_error: msgspec.ValidationError) -> Message | L
         kind = msgspec.json.decode(raw, type=_Envelope).type
     except msgspec.ValidationError as exc:
         return LineError(reason="no_type", error=str(exc))
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # pragma: no cover - parsed already
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return LineError(reason="malformed", error=str(exc))
     if kind not in _KNOWN_TYPES:
         return UnknownMessage(type=kind, raw=raw)
     try:
         return _lenient(kind, raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return InvalidMessage(type=kind, error=str(strict_error), raw=raw)
 
 

@@ -156,6 +156,15 @@ class Journal:
             # Folded like any entry; a stream.ended settles nothing further, so this recursion is shallow.
             self.extend(follow)
 
+    async def flush(self) -> None:
+        """Make the lifecycle entries appended so far durable (fsync in a worker thread, so the disk never
+        stalls the event loop). Cancellation: the fsync finishes in its thread; the flag stays set."""
+        if getattr(self.store, "sync_pending", False) and not self.closed:
+            try:
+                await trio.to_thread.run_sync(self.store.sync)
+            except LogError as exc:
+                self.write_error = str(exc)
+
     def retry(self) -> bool:
         """Try again to store entries a failing store refused; True when nothing is pending any more."""
         if self._unstored and not self.closed:

@@ -94,6 +94,9 @@ class _RingStore:
         out = [r for r in self._records if r.entry.seq > after]
         return iter(out if limit is None else out[:limit])
 
+    def sync(self) -> None:
+        """Nothing to make durable: the pool's log lives in memory."""
+
     def close(self) -> None:
         return None
 

@@ -196,7 +196,13 @@ class Runtime:
         # Cancellation is taken here, before the turn is accepted; accepting it and returning its id is
         # one synchronous step, so a caller never loses a turn it started.
         await trio.lowlevel.checkpoint()
-        return self.session(sid).submit(prompt)
+        session = self.session(sid)
+        stream = session.submit(prompt)
+        # turn.requested is durable before the caller hears of the turn: fsync in a worker thread (a slow
+        # disk never stalls other streams), shielded so that the accepted turn's id is always returned.
+        with trio.CancelScope(shield=True):
+            await session.journal.flush()
+        return stream
 
     async def interrupt(self, sid: str, stream_id: str, *, by: str = "client") -> None:
         """Interrupt a turn (out-of-band: never queued behind the agent's stdin). The stream ends

@@ -515,7 +515,8 @@ class Session:
             turn.slot.doomed = f"replaced after a {which} timeout"
 
     async def _after_turn(self, turn: _Turn) -> None:
-        """Keep, recycle or close the turn's process."""
+        """Make the turn's end durable, then keep, recycle or close its process."""
+        await self.journal.flush()
         slot = turn.slot
         if slot is None or slot.exited.is_set():
             return

@@ -38,6 +38,12 @@ class LogStore(Protocol):
         """Records with ``seq > after``, in order, at most ``limit`` of them."""
         ...
 
+    def sync(self) -> None:
+        """Make appended lifecycle entries durable (may block on the disk: call it from a thread).
+
+        A no-op for stores that are durable on append (or not durable at all)."""
+        ...
+
     def close(self) -> None:
         """Release resources. Appending after close raises :class:`engine.errors.LogError`."""
         ...

@@ -2,8 +2,10 @@
 
 Durability: every append is one ``write`` of whole lines to a file opened with ``O_APPEND``, so a server
 killed with SIGKILL loses nothing it appended (the kernel has the bytes). ``fsync`` additionally guards
-against power loss, by policy: ``always`` (every append), ``lifecycle`` (appends that carry a lifecycle
-entry — a turn requested, a stream ended, a process spawned or exited — the default), or ``never``.
+against power loss, by policy: ``always`` (every append, inline), ``lifecycle`` (the default: an append
+that carries a lifecycle entry — a turn requested, a stream ended, a process spawned or exited — marks the
+file :attr:`FileLogStore.sync_pending`, and :meth:`FileLogStore.sync` does the fsync; the runtime calls it
+from a worker thread, so a slow disk never stalls the event loop and every other stream), or ``never``.
 
 Crash repair: a crash in the middle of a write can leave a torn last line. :meth:`FileLogStore.open`
 finds it, cuts the file back to the last complete entry, and appends a ``log.repaired`` entry that keeps
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +52,10 @@ class FileLogStore:
         self._offsets = offsets
         self._size = size
         self._fsync = fsync
+        #: A lifecycle entry was appended but not fsynced yet (policy ``lifecycle``); see :meth:`sync`.
+        self.sync_pending = False
+        # sync() may run in a worker thread: never fsync a descriptor that close() is releasing.
+        self._sync_lock = threading.Lock()
         self._closed = False
         self.repaired: LogRepaired | None = None
 
@@ -102,13 +109,12 @@ class FileLogStore:
         blob = b"".join(r.data + b"\n" for r in records)
         try:
             _write_all(self._fd, blob)
-            if self._fsync == "always" or (
-                self._fsync == "lifecycle"
-                and any(
-                    type(r.entry) is not CliLine and kind_of(r.entry) in _LIFECYCLE_KINDS for r in records
-                )
-            ):
+            if self._fsync == "always":
                 os.fsync(self._fd)
+            elif self._fsync == "lifecycle" and any(
+                type(r.entry) is not CliLine and kind_of(r.entry) in _LIFECYCLE_KINDS for r in records
+            ):
+                self.sync_pending = True
         except OSError as exc:
             # Undo a partial write so the file still ends on a line boundary and the append can be retried.
             with contextlib.suppress(OSError):
@@ -145,11 +151,27 @@ class FileLogStore:
                 for line in lines:
                     yield Record(decode_entry(line), line)
 
+    def sync(self) -> None:
+        """fsync what was appended if a lifecycle entry is not on disk yet. Safe from a worker thread."""
+        with self._sync_lock:
+            if self.sync_pending and not self._closed:
+                self.sync_pending = False
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self.sync_pending = True
+                    raise LogError(f"cannot sync log {self.path}: {exc.strerror}") from exc
+
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            os.close(self._fd)
+        """Sync what is pending, then close the file (idempotent)."""
+        with self._sync_lock:
+            if not self._closed:
+                if self.sync_pending:
+                    with contextlib.suppress(OSError):
+                        os.fsync(self._fd)
+                    self.sync_pending = False
+                self._closed = True
+                os.close(self._fd)
 
     def __enter__(self) -> FileLogStore:
         return self

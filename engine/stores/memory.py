@@ -35,6 +35,9 @@ class MemoryLogStore:
         stop = len(self._records) if limit is None else min(len(self._records), start + limit)
         return iter(self._records[start:stop])
 
+    def sync(self) -> None:
+        """Nothing to make durable: memory is not."""
+
     def close(self) -> None:
         """Mark the store closed (its records stay readable)."""
         self._closed = True

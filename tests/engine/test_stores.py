@@ -182,3 +182,26 @@ def test_repository_reports_a_file_in_the_way(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     reason = FileLogRepository(blocker).writable()
     assert reason is not None and "not writable" in reason
+
+
+def test_lifecycle_policy_defers_fsync_to_sync(tmp_path: Path) -> None:
+    recs = sample_records(2)
+    with FileLogStore.open(tmp_path / "l.ndjson", fsync="lifecycle") as s:
+        s.append(recs[:1])
+        s.sync()
+        s.append(recs[1:3])  # CLI lines only: nothing more to make durable
+        assert not s.sync_pending
+    with FileLogStore.open(tmp_path / "m.ndjson", fsync="lifecycle") as s:
+        s.append(recs[:1])  # turn.requested
+        assert s.sync_pending
+        s.sync()
+        assert not s.sync_pending
+        s.sync()  # idempotent
+    with FileLogStore.open(tmp_path / "n.ndjson", fsync="always") as s:
+        s.append(recs[:1])
+        assert not s.sync_pending  # synced inline
+    store = FileLogStore.open(tmp_path / "o.ndjson")
+    store.append(recs[:1])
+    store.close()  # close syncs what is pending
+    assert not store.sync_pending
+    store.sync()  # after close: a no-op, never an fsync of a released descriptor

@@ -53,6 +53,7 @@ import msgspec
 import trio
 from httpx_sse import aconnect_sse
 
+from engine.log import CliDecodeError, CliLine, cli_bytes, decode_entry, raw_bytes
 from tests.reliability.clients import (
     Received,
     check_log,
@@ -64,6 +65,7 @@ from tests.reliability.clients import (
 )
 from tests.reliability.procs import descendants, ledger_alive, leftovers_after
 from tests.reliability.servers import (
+    ODD_LINES,
     Live,
     ServerProcess,
     inproc_server,
@@ -106,6 +108,7 @@ class Fault:
     kill_agent: bool = False  # the harness SIGKILLs the agent's process group mid-turn
     agent: str = "sim"  # sim | claude (the real CLI against tests/fakeapi.py)
     replies: Callable[[], list[Any]] | None = None  # the fake model API's replies to the fault turn
+    lossless: tuple[bytes, ...] = ()  # stdout lines that must be in the log byte for byte
 
     @property
     def prompt(self) -> str:
@@ -139,6 +142,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("nonutf8", "non-UTF-8 bytes (`nonutf8`)", "nonutf8", expect=("completed",),
           evidence="cli.decode_error"),
     Fault("exit0", "exit 0 without a result (`exit0`)", "exit0", evidence="process.exited"),
+    Fault("odd_lines", "odd stdout lines at start-up: bad JSON, binary, BOM, 3000-deep nesting...",
+          model="fault-odd-lines", expect=("completed",), evidence="cli.decode_error", lossless=ODD_LINES),
     Fault("stderr_flood", "stderr flood, 5000 lines (`stderr_flood=5000`)", "stderr_flood=5000",
           expect=("completed",), evidence="stderr"),
     Fault("interrupt", "interrupt, honoured (`hang=mid` + interrupt)", "hang=mid", expect=("cancelled",),
@@ -463,6 +468,12 @@ class _Run:
             ):
                 for k in kinds:
                     self.problem(k, f"{role}: no {self.fault.evidence} entry in the log")
+            if self.fault.lossless:
+                kept = _cli_bytes_in(raw)
+                missing = [ln[:40] for ln in self.fault.lossless if ln not in kept]
+                if missing:
+                    for k in kinds:
+                        self.problem(k, f"{role}: stdout lines missing from the log: {missing}")
             for name, rec in s.readers.items():
                 whole = name in ("sse-session", "ws-session")
                 for p in check_subscriber(rec, entries, stream=s.tid, whole_session=whole):
@@ -497,6 +508,20 @@ class _Run:
                 kinds = self.kinds_of(role) or ("*",)
                 for k in kinds:
                     self.problem(k, f"new turn on {role}: {outcome} {problems}")
+
+
+def _cli_bytes_in(raw_log: bytes) -> set[bytes]:
+    """Every stdout line the log keeps: CLI lines verbatim, decode errors' raw bytes."""
+    kept: set[bytes] = set()
+    for line in raw_log.splitlines():
+        if not line.strip():
+            continue
+        entry = decode_entry(line)
+        if isinstance(entry, CliLine):
+            kept.add(cli_bytes(entry))
+        elif isinstance(entry, CliDecodeError):
+            kept.add(raw_bytes(entry.raw, entry.encoding))
+    return kept
 
 
 async def run_turn(

@@ -6,7 +6,9 @@ the load and soak benches so that the server's memory can be measured apart from
 
 Agents are the built-in simulator at ``--speed 0`` started through a tiny shell wrapper
 (:func:`sim_wrapper`), which adds process-level fault flags when the session's ``model`` asks for them
-(``fault-crash-at-start`` → ``--crash-at-start``; ``fault-slow-start`` → ``--slow-start 3600``). Sessions
+(``fault-crash-at-start`` → ``--crash-at-start``; ``fault-slow-start`` → ``--slow-start 3600``;
+``fault-odd-lines`` prints :data:`ODD_LINES` first; ``fault-slow-exit`` makes the agent ignore stdin EOF
+for 5 s, so closing it takes until SIGTERM). Sessions
 choose a model through the public API, so a test can make one session's agent misbehave at start-up while
 every other session (and the pool's default processes) stays healthy.
 """
@@ -95,9 +97,11 @@ def sim_wrapper(directory: Path) -> str:
     odd.write_bytes(b"".join(line + b"\n" for line in ODD_LINES))
     cases = "\n".join(f'    {model}) extra="{flags}" ;;' for model, flags in MODEL_FLAGS.items())
     cases += f'\n    fault-odd-lines) cat "{odd}" ;;'
+    cases += "\n    fault-slow-exit) slow_exit=1 ;;"
     script = f"""#!/bin/sh
 # Turnstile reliability tests: the simulator, plus start-up faults chosen by the session's model.
 extra=""
+slow_exit=""
 for arg in "$@"; do
   case "$arg" in
 {cases}
@@ -105,6 +109,11 @@ for arg in "$@"; do
 done
 PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
 export PYTHONPATH
+if [ -n "$slow_exit" ]; then
+  # The agent sees stdin EOF only 5 s after ours closed: closing it takes until SIGTERM.
+  {{ cat; sleep 5; }} | "{sys.executable}" -m engine.agents.sim "$@" $extra
+  exit $?
+fi
 exec "{sys.executable}" -m engine.agents.sim "$@" $extra
 """
     path = directory / "sim-fault"
@@ -171,6 +180,7 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     ws_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
+    speed: float = 0.0  # the simulator's --speed
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -193,7 +203,8 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port)]
         argv += ["--ws-port", str(self.ws_port), "--data-dir", str(self.data_dir)]
-        argv += ["--pool-size", str(self.pool_size), "--sim-speed", "0", "--log-level", "WARNING"]
+        argv += ["--pool-size", str(self.pool_size), "--sim-speed", str(self.speed)]
+        argv += ["--log-level", "WARNING"]
         env = {**os.environ, **{f"TURNSTILE_{k.upper()}": str(v) for k, v in FAST.items()}}
         env.update({"TURNSTILE_HEARTBEAT_S": "0.5", "TURNSTILE_SEND_TIMEOUT_S": "2.0"})
         env.update(self.env)

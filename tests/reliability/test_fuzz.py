@@ -58,6 +58,7 @@ from engine.runtime.session import SessionFolder
 from engine.stores.file import FileLogStore
 from engine.stores.memory import MemoryLogStore
 from engine.transcript import frames_of, read_entries
+from tests.reliability.servers import ODD_LINES
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((ROOT / "tests" / "fixtures").glob("**/*.jsonl")) + sorted(
@@ -183,6 +184,40 @@ def test_recorder_prefix_with_a_late_comma_does_not_crash_the_decoder() -> None:
     assert len(line) == 41
     decode_line(line)
     _check_entry_keeps_the_line(line, entry_from_frame(line, seq=1, ts=None, stream=None))
+
+
+_DEEP = b"[" * 3000 + b"]" * 3000
+PATHOLOGICAL = [
+    *ODD_LINES,
+    # Found by the fuzzer / this suite; each escaped decode_message before the fix (see the report):
+    b'{"type":"system","subtype":"init","cwd":"\x80/tmp","session_id":"x"}',  # UnicodeDecodeError
+    b'{"type":"system","subtype":"deep","x":' + _DEEP + b"}",  # RecursionError, general path
+    b'{"type":"system","subtype":"init","x":' + _DEEP + b"}",  # RecursionError, system fast path
+    b'{"type":"assistant","message":5,"x":' + _DEEP + b"}",  # RecursionError, slow path
+    b'{"type":"stream_event","event":{"type":"content_block_delta","delta":' + _DEEP + b"}}",
+    b'{"x":' + _DEEP + b',"type":"system"}',
+]
+
+
+@pytest.mark.parametrize("line", PATHOLOGICAL, ids=range(len(PATHOLOGICAL)))
+def test_pathological_lines_never_raise_and_are_kept(line: bytes) -> None:
+    decode_line(line)
+    _check_entry_keeps_the_line(line, entry_from_frame(line, seq=1, ts=None, stream="t1"))
+    assert [e for e, _ in entries_from_frames([line], seq=1, ts=None, stream="t1")] == [
+        entry_from_frame(line, seq=1, ts=None, stream="t1")[0]  # type: ignore[index]
+    ]
+
+
+def test_transcript_reader_takes_trailing_whitespace_and_bad_utf8() -> None:
+    """Found by the fuzzer: ``read_entries`` (``turnstile replay``/``log stats``) raised AssertionError
+    ("blank frame") on a file ending in whitespace without a newline, and UnicodeDecodeError on a log
+    line with an invalid UTF-8 byte inside a string."""
+    assert list(read_entries(frames_of(b"\t"))) == []
+    items = list(read_entries(frames_of(b'{"type":"system","subtype":"x"}\n  ')))
+    assert len(items) == 1
+    bad = b'{"kind":"turn.requested","seq":1,"ts":1.0,"stream":"t1","prompt":"h\x80i"}\n'
+    (item,) = read_entries(frames_of(bad))
+    assert isinstance(item.entry, CliDecodeError) and raw_bytes(item.entry.raw, item.entry.encoding) == bad[:-1]
 
 
 # --- the log reader ---------------------------------------------------------------------------------------
