@@ -25,7 +25,8 @@ from hypercorn.trio import serve as hypercorn_serve
 from adapters.config import ServerConfig
 from adapters.errors import error_body
 from adapters.http import create_app
-from adapters.websocket import serve_websockets
+from adapters.hypercorn_send import install as install_send_timeout
+from adapters.websocket import Connections, serve_websockets
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.runtime import open_runtime
 
@@ -89,38 +90,76 @@ async def run_server(
     handle_signals: bool = False,
     task_status: trio.TaskStatus[ServerPorts] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the server until cancelled (or, with ``handle_signals``, until SIGTERM/SIGINT)."""
+    """Run the server until cancelled (or, with ``handle_signals``, until SIGTERM/SIGINT).
+
+    Either way the shutdown is graceful and bounded: open streams end with their terminal entry, which
+    every SSE and WebSocket subscriber receives before the listeners close (see the module docstring).
+    """
+    stop = trio.Event()
+    # The servers run shielded from our caller's cancellation: a cancellation only sets `stop`, and the
+    # shielded part then shuts down in order. Every step of that is bounded.
+    async with trio.open_nursery() as nursery:
+        try:
+            ports: ServerPorts = await nursery.start(
+                _serve_until, server, runtime_config, stop, handle_signals
+            )
+            task_status.started(ports)
+            await stop.wait()
+        finally:
+            stop.set()  # also when cancelled while starting: the shielded part then shuts down at once
+
+
+async def _serve_until(
+    server: ServerConfig,
+    runtime_config: RuntimeConfig,
+    stop: trio.Event,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[ServerPorts],
+) -> None:
     starting = _StartingApp()
+    install_send_timeout(server.send_timeout_s)
     hc = HypercornConfig()
     host = f"[{server.host}]" if ":" in server.host else server.host
     hc.bind = [f"{host}:{server.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.graceful_timeout = 1.0
+    hc.graceful_timeout = 2.0
     hc.keep_alive_timeout = 75.0
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        if handle_signals:
-            nursery.start_soon(_wait_for_signals, stop)
-        bound: list[str] = await nursery.start(
-            partial(hypercorn_serve, starting, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        )
-        http_port = _port_of(bound, server.port)
-        async with open_runtime(runtime_config) as runtime:
-            starting.app = create_app(runtime, server)
-            starting.ready.set()
-            ws_port: int | None = None
-            async with trio.open_nursery() as inner:
-                if server.ws_port >= 0:
-                    ws_port = await inner.start(serve_websockets, runtime, server)
-                task_status.started(ServerPorts(http=http_port, ws=ws_port))
-                log.info(
-                    "turnstile listening on http://%s:%d (websocket %s)", server.host, http_port, ws_port
-                )
-                await stop.wait()
-                inner.cancel_scope.cancel()
-            # Leaving open_runtime ends every stream with its terminal entry while HTTP still serves.
-        stop.set()
+    http_stop = trio.Event()
+    connections = Connections()
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            signals = trio.CancelScope()
+            if handle_signals:
+                nursery.start_soon(_wait_for_signals, stop, signals)
+            # HTTP first: /healthz answers from the first instant, before the runtime has reopened logs.
+            bound: list[str] = await nursery.start(
+                partial(hypercorn_serve, starting, hc, shutdown_trigger=http_stop.wait)  # type: ignore[arg-type]
+            )
+            http_port = _port_of(bound, server.port)
+            async with open_runtime(runtime_config) as runtime:
+                starting.app = create_app(runtime, server)
+                starting.ready.set()
+                async with trio.open_nursery() as front:
+                    ws_port: int | None = None
+                    if server.ws_port >= 0:
+                        ws_port = await front.start(serve_websockets, runtime, server, connections)
+                    task_status.started(ServerPorts(http=http_port, ws=ws_port))
+                    log.info(
+                        "turnstile listening on http://%s:%d (websocket %s)", server.host, http_port, ws_port
+                    )
+                    await stop.wait()
+                    log.info("shutting down: ending open turns, then closing the listeners")
+                    # 1. End every stream while the front-ends still run: subscribers get the terminal
+                    #    entries, their subscriptions end, SSE responses finish by themselves.
+                    await runtime.close()
+                    # 2. Let WebSocket connections send what they were given, then close the listener.
+                    await connections.drain(limit_s=2.0)
+                    front.cancel_scope.cancel()
+            # 3. Stop accepting HTTP; hypercorn waits (bounded) for responses still finishing.
+            http_stop.set()
+            signals.cancel()
+            nursery.cancel_scope.deadline = trio.current_time() + hc.graceful_timeout + 1.0
 
 
 def _port_of(bound: list[str], fallback: int) -> int:
@@ -131,8 +170,8 @@ def _port_of(bound: list[str], fallback: int) -> int:
     return fallback
 
 
-async def _wait_for_signals(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _wait_for_signals(stop: trio.Event, scope: trio.CancelScope) -> None:
+    with scope, trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             stop.set()

@@ -46,7 +46,7 @@ from engine.errors import Lagged, TurnstileError
 from engine.log import Record, SessionStopped, StreamEnded
 from engine.runtime.runtime import Runtime
 
-__all__ = ["handle_connection", "serve_websockets"]
+__all__ = ["Connections", "handle_connection", "serve_websockets"]
 
 log = logging.getLogger("turnstile.websocket")
 
@@ -63,6 +63,27 @@ class _Op(msgspec.Struct, kw_only=True):
     prompt: str | None = None
 
 
+class Connections:
+    """The live connections of one WebSocket server, so a shutdown can let them flush first."""
+
+    def __init__(self) -> None:
+        self.live: set[_Connection] = set()
+
+    def busy(self) -> bool:
+        """Whether any connection still has a subscription or unsent frames."""
+        return any(c.subs or c.outbox_send.statistics().current_buffer_used for c in self.live)
+
+    async def drain(self, limit_s: float) -> None:
+        """Wait (at most ``limit_s``) until every subscription has sent what the log gave it."""
+        with trio.move_on_after(limit_s):
+            for _ in range(int(limit_s / 0.01) + 1):
+                if not self.busy():
+                    break
+                await trio.sleep(0.01)
+            # One more beat for the writers to hand the last frames to the sockets.
+            await trio.sleep(0.05)
+
+
 class _WsError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -73,16 +94,18 @@ class _WsError(Exception):
 async def serve_websockets(
     runtime: Runtime,
     config: ServerConfig,
+    connections: Connections | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the WebSocket protocol on ``config.host:config.ws_port`` until cancelled.
 
-    ``task_status.started`` reports the bound port (useful with ``ws_port=0``).
+    ``task_status.started`` reports the bound port (useful with ``ws_port=0``). ``connections`` (if
+    given) tracks the live connections, for :meth:`Connections.drain` at shutdown.
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        await handle_request(runtime, config, request)
+        await handle_request(runtime, config, request, connections)
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
@@ -98,7 +121,9 @@ async def serve_websockets(
         task_status.started(server.port)
 
 
-async def handle_request(runtime: Runtime, config: ServerConfig, request: WebSocketRequest) -> None:
+async def handle_request(
+    runtime: Runtime, config: ServerConfig, request: WebSocketRequest, connections: Connections | None = None
+) -> None:
     """Check the token, accept, and run the connection. Never raises (see the module docstring)."""
     try:
         if config.token and not _authorized(request, config.token):
@@ -110,7 +135,7 @@ async def handle_request(runtime: Runtime, config: ServerConfig, request: WebSoc
     except Exception:  # a handshake that fails is that client's problem only
         log.debug("websocket handshake failed", exc_info=True)
         return
-    await handle_connection(runtime, ws, config)
+    await handle_connection(runtime, ws, config, connections)
 
 
 def _authorized(request: WebSocketRequest, token: str) -> bool:
@@ -122,11 +147,16 @@ def _authorized(request: WebSocketRequest, token: str) -> bool:
 
 
 async def handle_connection(
-    runtime: Runtime, ws: WebSocketConnection, config: ServerConfig | None = None
+    runtime: Runtime,
+    ws: WebSocketConnection,
+    config: ServerConfig | None = None,
+    connections: Connections | None = None,
 ) -> None:
     """Run one accepted connection until it closes. Never raises."""
     config = config or ServerConfig()
     conn = _Connection(runtime, ws, config)
+    if connections is not None:
+        connections.live.add(conn)
     try:
         await conn.run()
     except ConnectionClosed:
@@ -137,6 +167,9 @@ async def handle_connection(
             scope.shield = True
             with contextlib.suppress(Exception):
                 await ws.aclose(code=1011, reason=f"internal error: {type(exc).__name__}"[:120])
+    finally:
+        if connections is not None:
+            connections.live.discard(conn)
 
 
 class _Connection:

@@ -113,8 +113,8 @@ async def run(args: argparse.Namespace) -> None:
     note("sse / ws = through turnstile serve (a child process; file log, fsync on lifecycle entries)")
     note("'short streams' counts clients that missed deltas (0 expected)")
     note(
-        "'sse, fsync never': the same server with fsync=never (the default syncs lifecycle entries on the "
-        "event loop; a slow fsync delays every stream)"
+        "'sse, fsync never': the same server with fsync=never (the default fsyncs lifecycle entries in a "
+        "worker thread)"
     )
     for mode in ("sse", "ws"):
         target(

@@ -1,4 +1,4 @@
-"""Load: many sessions, many subscribers, a stalled subscriber — nothing lost, every stream ends, memory bounded.
+"""Load: many sessions and subscribers, a stalled subscriber: nothing lost, every stream ends, memory bounded.
 
 Three scenarios against ``turnstile serve`` run as a child process (so its memory is measured apart from
 the clients'), with lean loopback SSE clients (trio sockets + h11; no httpx on the hot path):
@@ -12,12 +12,13 @@ the clients'), with lean loopback SSE clients (trio sockets + h11; no httpx on t
 ``fanout``    one turn, K subscribers (all live before it starts; the simulator paced at 10 ms a token):
               all must receive the same sequence; reports the delivery latency (client read minus the
               entry's ``ts``) and its spread across subscribers per entry.
-``stall``     one turn big enough to fill socket buffers (20,000 deltas), K subscribers of which one stops
-              reading: the others' latency must be unchanged (reported next to a run without the staller);
-              the staller is dropped by the server (``send_timeout_s``) and, resuming with
-              ``Last-Event-ID``, still gets every entry.
+``stall``     one turn big enough to fill socket buffers (40,000 deltas, ~12 MB of SSE) and K
+              subscribers, one of which stops reading: the others' latency must be unchanged (reported
+              next to a run without the staller); the staller must still get every entry once it reads
+              again (after being dropped by the server, ``send_timeout_s``, it resumes with
+              ``Last-Event-ID``).
 
-Run ``python bench/load.py`` (the full sizes: 200 sessions × 3 subscribers × 3 turns, 1,000 subscribers,
+Run ``python bench/load.py`` (the full sizes: 200 sessions x 3 subscribers x 3 turns, 1,000 subscribers,
 a stalled subscriber among 100) or ``--quick``; ``tests/reliability/test_load.py`` runs small sizes of the
 same functions in CI. Prints Markdown tables and ends with ``held:`` lines; never asserts on timings.
 """
@@ -28,7 +29,6 @@ import argparse
 import json
 import re
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 import h11  # noqa: E402
 import trio  # noqa: E402
 
+from tests.reliability.clients import until  # noqa: E402
 from tests.reliability.procs import descendants, rss_bytes  # noqa: E402
 from tests.reliability.servers import ServerProcess, wait_healthy  # noqa: E402
 
@@ -104,7 +105,7 @@ async def read_sse(
     *,
     want_ends: int = 1,
     stall: trio.Event | None = None,
-    rcvbuf: int | None = None,
+    disconnect_after: int | None = None,
     connect_limit: trio.Semaphore | None = None,
     deadline: float = 300.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -112,8 +113,9 @@ async def read_sse(
     """GET an SSE stream until ``want_ends`` ``stream.ended`` events have arrived, resuming with
     ``Last-Event-ID`` whenever the response ends early. ``task_status.started()`` fires when the first
     response's headers arrive (the subscription is live). ``stall``: after the first event, stop reading
-    until it is set. ``rcvbuf``: a small socket receive buffer (as a slow mobile client has), so a
-    reader that stops reading makes the server's writes block soon."""
+    until it is set (a reader that stops reading: once the kernel's socket buffers are full, about 4 MB
+    on loopback, the server's writes to it block). ``disconnect_after=N``: drop the connection once after
+    N events, then resume."""
     started = False
     end_at = trio.current_time() + deadline
     try:
@@ -132,8 +134,6 @@ async def read_sse(
                 await trio.sleep(0.1)
                 continue
             r.connections += 1
-            if rcvbuf is not None:
-                stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             async with stream:
                 conn = h11.Connection(h11.CLIENT)
                 request = conn.send(h11.Request(method="GET", target=path, headers=headers))
@@ -169,6 +169,10 @@ async def read_sse(
                                     if r.ends >= want_ends:
                                         done = True
                                         break
+                                if disconnect_after is not None and len(r.seqs) >= disconnect_after:
+                                    disconnect_after = None
+                                    done = True  # drop this connection; the loop resumes
+                                    break
                             if stall is not None and r.seqs and not stall.is_set():
                                 with trio.move_on_at(end_at):
                                     await stall.wait()
@@ -188,9 +192,9 @@ async def read_sse(
     return r
 
 
-async def http(port: int, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+async def http(port: int, method: str, path: str, body: Any = None, limit_s: float = 30) -> tuple[int, Any]:
     """One HTTP/1.1 request (JSON in, JSON out); (status, decoded body or raw bytes)."""
-    with trio.fail_after(timeout):
+    with trio.fail_after(limit_s):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             conn = h11.Connection(h11.CLIENT)
@@ -318,7 +322,7 @@ class Server:
 async def sessions(
     n_sessions: int = 200, subs: int = 3, turns: int = 3, tokens: int = 40, pool_size: int = 2
 ) -> dict[str, Any]:
-    """N sessions × S subscribers × T turns on the fast simulator; see the module docstring."""
+    """N sessions x S subscribers x T turns on the fast simulator; see the module docstring."""
     raise_fd_limit()
     result: dict[str, Any] = {"sessions": n_sessions, "subscribers": n_sessions * subs, "turns": turns}
     prompt = f"load [[sim tokens={tokens}]]"
@@ -359,8 +363,7 @@ async def sessions(
             if status != 202:
                 raise RuntimeError(f"turn on {sid}: {status} {body}")
             with trio.fail_after(120):
-                while watch.ends < k and not watch.errors:
-                    await trio.sleep(0.01)
+                await until(lambda: watch.ends >= k or bool(watch.errors), 0.01)
 
         stop = trio.Event()
         async with trio.open_nursery() as n:
@@ -433,7 +436,7 @@ async def sessions(
     return result
 
 
-# --- scenario: one turn, many subscribers ---------------------------------------------------------------------
+# --- scenario: one turn, many subscribers -------------------------------------------------------------------
 
 
 async def _one_turn(
@@ -461,7 +464,6 @@ async def _one_turn(
                     f"/v1/sessions/{sid}/events",
                     r,
                     stall=release,
-                    rcvbuf=4096,
                     connect_limit=limit,
                     task_status=task_status,
                 )
@@ -470,8 +472,7 @@ async def _one_turn(
         if status != 202:
             raise RuntimeError(f"turn: {status} {body}")
         with trio.fail_after(300):
-            while any(r.ends < 1 and not r.errors for r in normal):
-                await trio.sleep(0.05)
+            await until(lambda: all(r.ends >= 1 or r.errors for r in normal), 0.05)
         release.set()
     return normal, stallers, await log_of(port, sid)
 
@@ -489,10 +490,13 @@ def _same_sequence(readers: list[Reader], entries: list[dict[str, Any]]) -> list
 
 def _latency_figures(readers: list[Reader]) -> dict[str, Any]:
     lat = [x for r in readers for x in r.latencies()]
+    # Spread: per entry appended once every subscriber was live, last arrival minus first.
+    live = max((r.live_at for r in readers), default=0.0)
     by_seq: dict[int, list[float]] = {}
     for r in readers:
-        for s, a in zip(r.seqs, r.arrived, strict=True):
-            by_seq.setdefault(s, []).append(a)
+        for s, a, t in zip(r.seqs, r.arrived, r.ts, strict=True):
+            if t >= live:
+                by_seq.setdefault(s, []).append(a)
     spread = [max(v) - min(v) for v in by_seq.values() if len(v) > 1]
     return {
         "latency_p50_ms": _ms(pct(lat, 50)),
@@ -526,7 +530,7 @@ async def fanout(subscribers: int = 1000, tokens: int = 100, token_ms: int = 10)
     return result
 
 
-async def stall(subscribers: int = 100, tokens: int = 20000, token_ms: float = 0.1) -> dict[str, Any]:
+async def stall(subscribers: int = 100, tokens: int = 40000, token_ms: float = 0.05) -> dict[str, Any]:
     """A turn that overflows socket buffers, K subscribers, one of them stalled — vs none stalled."""
     raise_fd_limit()
     prompt = f"stall [[sim tokens={tokens} token_ms={token_ms} ttft_ms=0]]"
@@ -592,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: dict[str, Any] = {}
     if "sessions" in only:
         figures["sessions"] = trio.run(sessions, args.sessions, args.subs, args.turns)
-        _table(f"{args.sessions} sessions × {args.subs} subscribers × {args.turns} turns", figures["sessions"])
+        _table(
+            f"{args.sessions} sessions x {args.subs} subscribers x {args.turns} turns", figures["sessions"]
+        )
     if "fanout" in only:
         figures["fanout"] = trio.run(fanout, args.fanout)
         _table(f"one turn, {args.fanout} subscribers", figures["fanout"])

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from adapters.http import create_app
+from adapters.hypercorn_send import install as install_send_timeout
 from engine.runtime.config import AgentConfig, RuntimeConfig
 from engine.runtime.runtime import open_runtime
 
@@ -28,6 +29,7 @@ async def main(port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STAT
         app = Starlette(routes=[Route("/", home), Mount("/agent", app=create_app(runtime))])
         hc = Config()
         hc.bind = [f"127.0.0.1:{port}"]
+        install_send_timeout(10.0)  # drop clients that stop reading (hypercorn's writes are shielded)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, app, hc)  # type: ignore[arg-type]
             task_status.started()

@@ -432,8 +432,19 @@ class Runtime:
             return
         await self._start_session(session, prewarm=False)
 
+    async def close(self) -> None:
+        """End every open stream (``cancelled``, "server shutting down"), stop every process and the pool,
+        and close the logs — while the caller's front-ends still run, so subscribers receive the terminal
+        entries. Idempotent; shielded and bounded by ``shutdown_timeout_s``. Leaving :func:`open_runtime`
+        does the same; call this first when listeners must outlive the runtime's work (servers)."""
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.shutdown_timeout_s):
+            await self._shutdown()
+        self._close_logs()
+
     async def _shutdown(self) -> None:
         """End every stream, stop every session's process and the pool, in parallel, bounded."""
+        if self._closing:
+            return  # close() already did it (or is doing it)
         self._closing = True
         async with trio.open_nursery() as nursery:
             for session in list(self._sessions.values()):

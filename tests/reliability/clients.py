@@ -9,6 +9,7 @@ deadline (every wait is bounded).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -30,10 +31,20 @@ __all__ = [
     "fetch_log",
     "read_sse",
     "read_ws",
+    "until",
     "wait_turn_ended",
 ]
 
 RETRY_S = 0.1
+
+
+async def until(condition: Callable[[], bool], interval: float = 0.02) -> None:
+    """Wait until ``condition()`` holds, checking every ``interval`` s (bound it with a cancel scope).
+
+    For conditions on other processes or on data filled by other tasks, which have no event to wait on.
+    """
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(interval)
 
 
 @dataclass
@@ -321,5 +332,5 @@ def _short(seqs: list[int]) -> str:
 
 
 def _gaps(seqs: list[int]) -> str:
-    bad = [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1]
+    bad = [(a, b) for a, b in itertools.pairwise(seqs) if b != a + 1]
     return f"first={seqs[:1]}, breaks={bad[:5]}"

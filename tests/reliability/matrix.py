@@ -1,4 +1,4 @@
-"""The fault matrix: every fault × pool size × subscriber kind, checked against the four invariants.
+"""The fault matrix: every fault x pool size x subscriber kind, checked against the four invariants.
 
 One *run* of a (fault, pool size) pair multiplexes every subscriber kind over three sessions that all
 suffer the same fault at once:
@@ -61,6 +61,7 @@ from tests.reliability.clients import (
     fetch_log,
     read_sse,
     read_ws,
+    until,
     wait_turn_ended,
 )
 from tests.reliability.procs import descendants, ledger_alive, leftovers_after
@@ -600,12 +601,13 @@ async def _drive(run: _Run, live: Live, action: Callable[[httpx.AsyncClient], Aw
             await run.wait_ended(c)
             # Let everyone but the stalled reader finish, then release it.
             with trio.move_on_after(READ_LIMIT_S):
-                while any(
-                    rec.terminal is None and not rec.errors and name != "sse-stall"
-                    for s in run.sessions.values()
-                    for name, rec in s.readers.items()
-                ):
-                    await trio.sleep(0.02)
+                await until(
+                    lambda: all(
+                        rec.terminal is not None or rec.errors or name == "sse-stall"
+                        for s in run.sessions.values()
+                        for name, rec in s.readers.items()
+                    )
+                )
             run.release.set()
         outer.cancel_scope.cancel()
 
@@ -831,7 +833,7 @@ async def _check_read_only(run: _Run, c: httpx.AsyncClient) -> None:
 async def _wait_ready(run: _Run, c: httpx.AsyncClient, limit_s: float = 10.0) -> None:
     """Readiness comes back once the directory is writable (its checks are cached for a few seconds)."""
     with trio.move_on_after(limit_s):
-        while (await c.get("/readyz")).status_code != 200:
+        while (await c.get("/readyz")).status_code != 200:  # noqa: ASYNC110 - polling another server
             await trio.sleep(0.1)
         return
     run.problem("*", f"readyz still 503 {limit_s}s after the data directory became writable")

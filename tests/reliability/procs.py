@@ -21,8 +21,8 @@ __all__ = [
     "become_subreaper",
     "descendants",
     "kill_and_reap",
-    "leftovers_after",
     "ledger_alive",
+    "leftovers_after",
     "rss_bytes",
 ]
 

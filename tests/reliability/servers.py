@@ -34,6 +34,7 @@ import trio
 from adapters.config import ServerConfig
 from adapters.server import run_server
 from engine.runtime.config import AgentConfig, RuntimeConfig
+from tests.reliability.clients import until
 
 __all__ = [
     "MODEL_FLAGS",
@@ -226,13 +227,13 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
-    async def wait_async(self, timeout: float = 30.0) -> int | None:
-        """Wait for the process to exit without blocking trio; None if it did not within ``timeout``."""
-        assert self.proc is not None
-        with trio.move_on_after(timeout):
-            while self.proc.poll() is None:
-                await trio.sleep(0.02)
-        return self.proc.poll()
+    async def wait_async(self, limit_s: float = 30.0) -> int | None:
+        """Wait for the process to exit without blocking trio; None if it did not within ``limit_s``."""
+        proc = self.proc
+        assert proc is not None
+        with trio.move_on_after(limit_s):
+            await until(lambda: proc.poll() is not None)
+        return proc.poll()
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 20 s; the exit status (None if it was not running)."""

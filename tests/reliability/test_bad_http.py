@@ -99,7 +99,13 @@ async def test_bad_requests_get_the_documented_4xx(tmp_path: Path) -> None:
             ("GET", events, {"headers": {"last-event-id": str(last + 1)}}, 400, "invalid_last_event_id"),
             ("GET", events, {"params": {"after": "x"}}, 400, "invalid_last_event_id"),
             ("GET", events, {"headers": {"last-event-id": str(last)}}, 204, None),
-            ("GET", f"/v1/sessions/{sid}/events", {"headers": {"last-event-id": "-5"}}, 400, "invalid_last_event_id"),
+            (
+                "GET",
+                f"/v1/sessions/{sid}/events",
+                {"headers": {"last-event-id": "-5"}},
+                400,
+                "invalid_last_event_id",
+            ),
             ("GET", f"/v1/sessions/{sid}/log", {"params": {"after": "x"}}, 400, "invalid_after"),
             ("GET", f"/v1/sessions/{sid}/log", {"params": {"after": "-1"}}, 400, "invalid_after"),
             ("GET", f"/v1/sessions/{sid}/log", {"params": {"after": str(last + 1)}}, 400, "invalid_after"),
@@ -163,7 +169,18 @@ def _random_request(rng: random.Random, sid: str) -> tuple[str, str, dict[str, A
         kw["content"] = rng.randbytes(rng.randint(0, 200))
     elif body_kind < 0.7:
         value = rng.choice(
-            [None, True, 1, -1, 1.5, "x", [], {}, [1, "a"], {"prompt": rng.choice([None, 1, "", "hi", [], {}])}]
+            [
+                None,
+                True,
+                1,
+                -1,
+                1.5,
+                "x",
+                [],
+                {},
+                [1, "a"],
+                {"prompt": rng.choice([None, 1, "", "hi", [], {}])},
+            ]
         )
         if rng.random() < 0.5:
             value = {rng.choice(["prompt", "agent", "model", "cwd", "session_id", "x"]): value}

@@ -90,7 +90,12 @@ async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: P
                     (json.dumps({"op": "interrupt", "session": sid, "turn": "t99"}), "turn_not_found"),
                 ]
                 for i, (frame, code) in enumerate(cases):
-                    if isinstance(frame, str) and frame.startswith("{") and frame.endswith("}") and '"id"' not in frame:
+                    if (
+                        isinstance(frame, str)
+                        and frame.startswith("{")
+                        and frame.endswith("}")
+                        and '"id"' not in frame
+                    ):
                         frame = frame[:-1] + (", " if frame != "{}" else "") + f'"id": "c{i}"' + "}"
                     await ws.send_message(frame)
                     answer = await _answer(ws)
@@ -103,7 +108,9 @@ async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: P
                 # A flood of subscribes: 64 are acked, then too_many_subscriptions; nothing breaks.
                 acks = errors = 0
                 for i in range(100):
-                    await ws.send_message(json.dumps({"op": "subscribe", "session": sid, "turn": "t1", "id": f"f{i}"}))
+                    await ws.send_message(
+                        json.dumps({"op": "subscribe", "session": sid, "turn": "t1", "id": f"f{i}"})
+                    )
                 with trio.fail_after(20):
                     while acks + errors < 100:
                         frame_ = json.loads(await ws.get_message())
@@ -119,7 +126,9 @@ async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: P
                 await ws.send_message(json.dumps({"op": "subscribe", "session": sid, "id": "dup"}))
             # An oversized frame closes that connection with 1009, and only that one.
             async with open_websocket_url(live.ws) as big:
-                await big.send_message(json.dumps({"op": "prompt", "session": sid, "prompt": "x" * (MIB + 10)}))
+                await big.send_message(
+                    json.dumps({"op": "prompt", "session": sid, "prompt": "x" * (MIB + 10)})
+                )
                 with trio.fail_after(10):
                     try:
                         while True:
@@ -144,7 +153,9 @@ async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: P
         _raw, entries = await fetch_log(c, other["sid"])
         want = [e["seq"] for e in entries if e.get("stream") == other["tid"]]
         if rec.seqs != want or rec.terminal is None or rec.connections != 1 or rec.errors:
-            wrong.append(f"the bystander got {rec.seqs} (want {want}), {rec.connections} connections, {rec.errors}")
+            wrong.append(
+                f"the bystander got {rec.seqs} (want {want}), {rec.connections} connections, {rec.errors}"
+            )
         assert (await c.get("/healthz")).status_code == 200
         outcome, problems = await run_turn(c, sid, "still fine?")
         assert outcome == "completed", problems

@@ -82,7 +82,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-odd_bytes = st.sampled_from([b"\r", b"\x00", b'"', b"\\", b"{", b"}", b"\xff", b"\xc3", b",", b"_", b"\n", b" "])
+odd_bytes = st.sampled_from(
+    [b"\r", b"\x00", b'"', b"\\", b"{", b"}", b"\xff", b"\xc3", b",", b"_", b"\n", b" "]
+)
 
 
 def _set_path(obj: Any, path: list[int], value: Any) -> Any:
@@ -217,7 +219,9 @@ def test_transcript_reader_takes_trailing_whitespace_and_bad_utf8() -> None:
     assert len(items) == 1
     bad = b'{"kind":"turn.requested","seq":1,"ts":1.0,"stream":"t1","prompt":"h\x80i"}\n'
     (item,) = read_entries(frames_of(bad))
-    assert isinstance(item.entry, CliDecodeError) and raw_bytes(item.entry.raw, item.entry.encoding) == bad[:-1]
+    assert (
+        isinstance(item.entry, CliDecodeError) and raw_bytes(item.entry.raw, item.entry.encoding) == bad[:-1]
+    )
 
 
 # --- the log reader ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The fault matrix on the simulator: every fault × pool size 0, 1, 4, every subscriber kind in each run.
+"""The fault matrix on the simulator: every fault x pool size 0, 1, 4, every subscriber kind in each run.
 
 See :mod:`tests.reliability.matrix` for what a cell is and what must hold in it. By default each
 (fault, pool size) run multiplexes all five subscriber kinds (none, one, three, resume, stall);

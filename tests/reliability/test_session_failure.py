@@ -47,7 +47,9 @@ async def test_a_bug_in_a_session_task_never_leaves_a_turn_stuck(
         first = await wait_turn_ended(c, sid, r.json()["turn_id"], limit_s=8)
         problems = []
         if first["reason"] == "server shutting down":
-            problems.append(f"the broken turn ended {first['outcome']}/'server shutting down' while the server runs")
+            problems.append(
+                f"the broken turn ended {first['outcome']}/'server shutting down' while the server runs"
+            )
         # The next turn on that session: refused, or run to its end — never accepted and left queued.
         r = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "hello again"})
         if r.status_code == 202:

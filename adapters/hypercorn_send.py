@@ -1,0 +1,56 @@
+"""A send timeout for hypercorn's trio worker, so one client that stops reading cannot hold anything up.
+
+hypercorn's ``TCPServer.protocol_send`` writes to the socket inside a *shielded* cancel scope. An SSE
+response whose client stopped reading therefore blocks in ``send`` for ever once the kernel's buffers
+are full: the ASGI app's own ``move_on_after`` cannot interrupt it, the client is never dropped, and a
+graceful shutdown waits on it. (Found by tests/reliability/test_slow_clients.py.)
+
+:func:`install` swaps in a subclass whose writes keep the shield against *outside* cancellation (the
+reason hypercorn shields: never leave half a frame on the wire) but carry a deadline of their own: a
+write that makes no progress for ``send_timeout_s`` closes that connection, and the app's ``send``
+raises as for any vanished client. It is installed by :func:`adapters.server.run_server`; embedders that
+serve :func:`adapters.http.create_app` with their own hypercorn call it too (``docs/embedding.md``).
+"""
+
+from __future__ import annotations
+
+import trio
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio import run as hypercorn_run
+from hypercorn.trio.tcp_server import TCPServer
+
+__all__ = ["install"]
+
+
+class _TimedTCPServer(TCPServer):
+    send_timeout_s: float = 10.0
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + self.send_timeout_s
+                    await self.stream.send_all(event.data)
+                stalled = scope.cancelled_caught
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                stalled = False
+                await self.protocol.handle(Closed())
+                return
+        if stalled:
+            # The client took nothing for send_timeout_s. A cancelled send_all leaves the stream broken,
+            # so close it; the protocol then tells the app the client is gone.
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+                await self.protocol.handle(Closed())
+
+
+def install(send_timeout_s: float) -> None:
+    """Make hypercorn's trio worker drop a connection whose writes stall for ``send_timeout_s``.
+
+    Process-wide (hypercorn builds its connection class by name); the latest call's timeout wins.
+    """
+    _TimedTCPServer.send_timeout_s = send_timeout_s
+    hypercorn_run.TCPServer = _TimedTCPServer  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""A client that stops reading: dropped after ``send_timeout_s``, never holding the server up.
+
+docs/api.md: "A client that does not read for ``send_timeout_s`` (10 s) is dropped; it never slows the
+turn or other clients and resumes from the log." The reader here opens a session's SSE stream and stops
+reading after its first event, while a turn writes ~12 MB of entries — more than the kernel's socket
+buffers hold (about 4 MB on loopback for a reader that does not read) — so the server's writes block.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from adapters.config import ServerConfig
+from bench.load import Reader, expected_seqs, http, log_of, read_sse
+from tests.reliability.clients import until
+from tests.reliability.servers import ServerProcess, inproc_server, runtime_config, wait_healthy
+
+pytestmark = pytest.mark.slow
+
+BIG_TURN = "[[sim tokens=40000]]"  # ~12 MB of SSE: more than the kernel's socket buffers hold
+SEND_TIMEOUT_S = 2.0
+
+
+async def test_a_stalled_sse_client_is_dropped_and_resumes_without_loss(tmp_path: Path) -> None:
+    sc = ServerConfig(port=0, ws_port=-1, heartbeat_s=0.5, send_timeout_s=SEND_TIMEOUT_S)
+    async with inproc_server(runtime_config(tmp_path / "data", pool_size=1), sc) as live:
+        port = int(live.base.rsplit(":", 1)[1])
+        _status, body = await http(port, "POST", "/v1/sessions")
+        sid = body["id"]
+        normal, staller, release = Reader(), Reader(), trio.Event()
+        path = f"/v1/sessions/{sid}/events"
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                await n.start(lambda task_status: read_sse(port, path, normal, task_status=task_status))
+                await n.start(
+                    lambda task_status: read_sse(port, path, staller, stall=release, task_status=task_status)
+                )
+                await http(port, "POST", f"/v1/sessions/{sid}/turns", {"prompt": BIG_TURN})
+                await until(lambda: normal.ends >= 1 or bool(normal.errors))
+                # The turn is over for everyone else; the staller has not read for longer than the timeout.
+                await trio.sleep(SEND_TIMEOUT_S + 3)
+                release.set()
+        want = expected_seqs(await log_of(port, sid), 1)
+        assert normal.seqs == want and not normal.errors
+        assert staller.seqs == want, f"the stalled client got {len(staller.seqs)} of {len(want)} entries"
+        assert staller.connections >= 2, (
+            f"the server never dropped a client that did not read for {SEND_TIMEOUT_S + 3:.0f}s "
+            f"(send_timeout_s={SEND_TIMEOUT_S}); it got the whole turn on its first connection once it read "
+            "again. Under hypercorn the SSE writer's move_on_after cannot interrupt the write: hypercorn's "
+            "TCPServer.protocol_send shields stream.send_all"
+        )
+
+
+async def test_sigterm_is_not_held_up_by_a_stalled_client(tmp_path: Path) -> None:
+    sp = ServerProcess(data_dir=tmp_path / "data", pool_size=1)
+    sp.start()
+    try:
+        await wait_healthy(sp.base)
+        _status, body = await http(sp.port, "POST", "/v1/sessions")
+        sid = body["id"]
+        normal, staller, release = Reader(), Reader(), trio.Event()
+        path = f"/v1/sessions/{sid}/events"
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                await n.start(lambda task_status: read_sse(sp.port, path, normal, task_status=task_status))
+                n.start_soon(lambda: read_sse(sp.port, path, staller, stall=release, deadline=60))
+                await http(sp.port, "POST", f"/v1/sessions/{sid}/turns", {"prompt": BIG_TURN})
+                await until(lambda: normal.ends >= 1 or bool(normal.errors))
+                started = time.monotonic()
+                sp.signal(signal.SIGTERM)
+                code = await sp.wait_async(25)
+                took = time.monotonic() - started
+                release.set()
+                n.cancel_scope.cancel()
+        assert code == 0, (
+            f"turnstile serve did not exit within 25 s of SIGTERM (exit status {code}, {took:.0f}s) "
+            "while one client held an SSE response without reading"
+        )
+    finally:
+        sp.stop()
