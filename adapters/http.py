@@ -168,6 +168,16 @@ class _TokenGuard:
         return False
 
 
+def parse_seq(raw: str, source: str, code: str) -> int:
+    """A log seq from text: plain ASCII digits only (``int()`` would also take "+3", "1_0", "٣")."""
+    text = raw.strip()
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+        raise ApiError(400, code, f"{source} must not be negative, got {text}")
+    if not (text.isascii() and text.isdigit()):
+        raise ApiError(400, code, f"{source} must be a log seq (a non-negative integer), got {raw!r}")
+    return int(text)
+
+
 def parse_after(request: Request, *, last_seq: int) -> int:
     """The resume point: ``Last-Event-ID`` header, else ``?after=``, else 0. Validated."""
     raw = request.headers.get("last-event-id")
@@ -177,14 +187,7 @@ def parse_after(request: Request, *, last_seq: int) -> int:
         source = "after"
     if raw is None or raw.strip() == "":
         return 0
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ApiError(
-            400, "invalid_last_event_id", f"{source} must be a log seq (an integer), got {raw!r}"
-        ) from None
-    if value < 0:
-        raise ApiError(400, "invalid_last_event_id", f"{source} must not be negative, got {value}")
+    value = parse_seq(raw, source, "invalid_last_event_id")
     if value > last_seq:
         raise ApiError(
             400,
@@ -306,11 +309,8 @@ class _Api:
         sid = request.path_params["sid"]
         last = await views.last_seq(self.runtime, sid)
         raw = request.query_params.get("after", "0")
-        try:
-            after = int(raw)
-        except ValueError:
-            raise ApiError(400, "invalid_after", f"after must be an integer, got {raw!r}") from None
-        if after < 0 or after > last:
+        after = parse_seq(raw, "after", "invalid_after")
+        if after > last:
             raise ApiError(400, "invalid_after", f"after must be between 0 and {last}, got {after}")
 
         async def lines() -> AsyncIterator[bytes]:

@@ -12,11 +12,10 @@ the clients'), with lean loopback SSE clients (trio sockets + h11; no httpx on t
 ``fanout``    one turn, K subscribers (all live before it starts; the simulator paced at 10 ms a token):
               all must receive the same sequence; reports the delivery latency (client read minus the
               entry's ``ts``) and its spread across subscribers per entry.
-``stall``     one turn big enough to fill socket buffers (40,000 deltas, ~12 MB of SSE) and K
-              subscribers, one of which stops reading: the others' latency must be unchanged (reported
-              next to a run without the staller); the staller must still get every entry once it reads
-              again (after being dropped by the server, ``send_timeout_s``, it resumes with
-              ``Last-Event-ID``).
+``stall``     a subscriber stops reading and a filler turn (20,000 deltas, ~6 MB) fills its socket, so the
+              server's writes to it block (its unsent bytes are read from /proc/net/tcp); then K-1 live
+              subscribers get a paced probe turn. Their latency must be unchanged — reported next to the
+              same run without the staller — and the staller must still get every entry once it reads.
 
 Run ``python bench/load.py`` (the full sizes: 200 sessions x 3 subscribers x 3 turns, 1,000 subscribers,
 a stalled subscriber among 100) or ``--quick``; ``tests/reliability/test_load.py`` runs small sizes of the
@@ -106,6 +105,7 @@ async def read_sse(
     want_ends: int = 1,
     stall: trio.Event | None = None,
     disconnect_after: int | None = None,
+    after: int = 0,
     connect_limit: trio.Semaphore | None = None,
     deadline: float = 300.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -113,16 +113,18 @@ async def read_sse(
     """GET an SSE stream until ``want_ends`` ``stream.ended`` events have arrived, resuming with
     ``Last-Event-ID`` whenever the response ends early. ``task_status.started()`` fires when the first
     response's headers arrive (the subscription is live). ``stall``: after the first event, stop reading
-    until it is set (a reader that stops reading: once the kernel's socket buffers are full, about 4 MB
-    on loopback, the server's writes to it block). ``disconnect_after=N``: drop the connection once after
-    N events, then resume."""
+    until it is set (once the kernel's buffers for that connection are full — the server's send queue
+    and this reader's receive buffer — the server's writes to it block). ``disconnect_after=N``: drop the
+    connection once after N events, then resume. ``after``: start after this seq (the first request's
+    ``Last-Event-ID``)."""
     started = False
     end_at = trio.current_time() + deadline
     try:
         while r.ends < want_ends and trio.current_time() < end_at:
             headers = [("host", "127.0.0.1"), ("accept", "text/event-stream")]
-            if r.seqs:
-                headers.append(("last-event-id", str(r.seqs[-1])))
+            last = r.seqs[-1] if r.seqs else after
+            if last:
+                headers.append(("last-event-id", str(last)))
             try:
                 if connect_limit is not None:
                     async with connect_limit:
@@ -530,33 +532,120 @@ async def fanout(subscribers: int = 1000, tokens: int = 100, token_ms: int = 10)
     return result
 
 
-async def stall(subscribers: int = 100, tokens: int = 40000, token_ms: float = 0.05) -> dict[str, Any]:
-    """A turn that overflows socket buffers, K subscribers, one of them stalled — vs none stalled."""
+def _send_queue(port: int) -> int:
+    """The largest unsent byte count (tx_queue) of the server's sockets on ``port`` (/proc/net/tcp*)."""
+    worst = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                worst = max(worst, int(fields[4].split(":")[0], 16))
+    return worst
+
+
+async def _probe_run(
+    srv: Server, k: int, filler: str, probe: str, *, with_staller: bool
+) -> tuple[list[Reader], Reader | None, list[int], dict[str, Any]]:
+    """A session; optionally a subscriber that stops reading, then a filler turn big enough to block the
+    server's writes to it; then K live subscribers and a paced probe turn, whose latency is measured."""
+    port = srv.port
+    _status, body = await http(port, "POST", "/v1/sessions")
+    sid = body["id"]
+    limit = trio.Semaphore(_CONNECT)
+    release = trio.Event()
+    staller = Reader() if with_staller else None
+    normal = [Reader() for _ in range(k)]
+    facts: dict[str, Any] = {}
+
+    async def turn(prompt: str) -> str:
+        status, body = await http(port, "POST", f"/v1/sessions/{sid}/turns", {"prompt": prompt})
+        if status != 202:
+            raise RuntimeError(f"turn: {status} {body}")
+        tid: str = body["turn_id"]
+        with trio.fail_after(300):
+            while True:
+                _s, t = await http(port, "GET", f"/v1/sessions/{sid}/turns/{tid}")
+                if t.get("ended"):
+                    return tid
+                await trio.sleep(0.05)
+
+    async with trio.open_nursery() as n:
+        path = f"/v1/sessions/{sid}/events"
+        if staller is not None:
+            await n.start(
+                lambda task_status=trio.TASK_STATUS_IGNORED: read_sse(
+                    port, path, staller, stall=release, task_status=task_status
+                )
+            )
+        await turn(filler)
+        _s, info = await http(port, "GET", f"/v1/sessions/{sid}")
+        after = info["last_seq"]
+        facts["send_queue_before_probe"] = _send_queue(port)
+        for r in normal:
+            await n.start(
+                lambda r=r, task_status=trio.TASK_STATUS_IGNORED: read_sse(
+                    port, path, r, after=after, connect_limit=limit, task_status=task_status
+                )
+            )
+        t0 = time.monotonic()
+        probe_tid = await turn(probe)
+        with trio.fail_after(120):
+            await until(lambda: all(r.ends >= 1 or r.errors for r in normal), 0.02)
+        facts["probe_s"] = round(time.monotonic() - t0, 2)
+        facts["send_queue_after_probe"] = _send_queue(port)
+        release.set()
+    entries = await log_of(port, sid)
+    end = next(e["seq"] for e in entries if e.get("kind") == "stream.ended" and e.get("stream") == probe_tid)
+    want = [e["seq"] for e in entries if after < e["seq"] <= end]
+    return normal, staller, want, facts
+
+
+async def stall(
+    subscribers: int = 100, filler_tokens: int = 20000, tokens: int = 100, token_ms: int = 10
+) -> dict[str, Any]:
+    """K-1 subscribers' latency on a paced turn, with and without one subscriber stalled (its socket full:
+    the server's writes to it block) — see the module docstring."""
     raise_fd_limit()
-    prompt = f"stall [[sim tokens={tokens} token_ms={token_ms} ttft_ms=0]]"
-    result: dict[str, Any] = {"subscribers": subscribers, "tokens": tokens}
-    async with Server(pool_size=1, speed=1.0, env={"TURNSTILE_SEND_TIMEOUT_S": "2.0"}) as srv:
-        t0 = time.monotonic()
-        base, _, base_entries = await _one_turn(srv, subscribers - 1, prompt)
-        base_s = time.monotonic() - t0
-        t0 = time.monotonic()
-        others, stalled, entries = await _one_turn(srv, subscribers, prompt, stalled=1)
-        stalled_s = time.monotonic() - t0
-    problems = _same_sequence(base, base_entries) + _same_sequence(others, entries)
-    staller = stalled[0]
-    if staller.seqs != expected_seqs(entries, 1):
-        problems.append(f"the stalled subscriber got {len(staller.seqs)} entries after resuming")
+    filler = f"filler [[sim tokens={filler_tokens} token_ms=0 ttft_ms=0]]"
+    probe = f"probe [[sim tokens={tokens} token_ms={token_ms} ttft_ms=50]]"
+    result: dict[str, Any] = {"subscribers": subscribers, "filler_tokens": filler_tokens}
+    # A send timeout longer than the probe: the staller stays stalled (not yet dropped) while it runs.
+    async with Server(pool_size=1, speed=1.0, env={"TURNSTILE_SEND_TIMEOUT_S": "30"}) as srv:
+        base, _none, base_want, base_facts = await _probe_run(
+            srv, subscribers - 1, filler, probe, with_staller=False
+        )
+        others, staller, want, facts = await _probe_run(
+            srv, subscribers - 1, filler, probe, with_staller=True
+        )
+    problems = []
+    for name, readers, expected in (("without", base, base_want), ("with", others, want)):
+        bad = [r for r in readers if r.seqs != expected or r.errors]
+        if bad:
+            problems.append(
+                f"{name} a staller: {len(bad)} of {len(readers)} subscribers did not get the turn"
+            )
+    assert staller is not None
+    if staller.ends < 1 or staller.errors:
+        problems.append(
+            f"the stalled subscriber never got its entries once it read again: {staller.errors[:1]}"
+        )
+    if facts["send_queue_before_probe"] == 0:
+        problems.append("the staller's socket was not full: the filler turn was too small to block a write")
     b, s = _latency_figures(base), _latency_figures(others)
     result.update(
         {
-            "entries": len(expected_seqs(entries, 1)),
-            "seconds_without": round(base_s, 2),
-            "seconds_with": round(stalled_s, 2),
+            "probe_entries": len(want),
+            "staller_send_queue_kb": round(facts["send_queue_before_probe"] / 1024),
+            "probe_s_without": base_facts["probe_s"],
+            "probe_s_with": facts["probe_s"],
             "p50_ms_without": b["latency_p50_ms"],
             "p50_ms_with": s["latency_p50_ms"],
             "p99_ms_without": b["latency_p99_ms"],
             "p99_ms_with": s["latency_p99_ms"],
-            "staller_dropped": staller.dropped,
             "staller_connections": staller.connections,
             "problems": problems,
             "server_exit": srv.exit_code,

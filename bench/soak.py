@@ -317,7 +317,8 @@ async def soak(
 
 
 def held(result: dict[str, Any]) -> bool:
-    return (
+    """Every invariant held in this soak."""
+    return bool(
         result["stuck"] == 0
         and result["lost"] == 0
         and result["gaps"] == 0

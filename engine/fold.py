@@ -560,8 +560,8 @@ class SessionFold:
                 self._unended[s._id] = s
         elif not s._dispatched:
             s._dispatched = True
-            if self._active_view is None:
-                self._active_view = s
+            # The oldest dispatched stream is active; a stream requested earlier can be dispatched later.
+            self._active_view = self._find_active()
             if s._pid is None:
                 s._pid = self._pid
             self._fire_session("turn_started", entry.seq, changes)

@@ -375,7 +375,9 @@ def proxy_factory() -> Iterator[Any]:
 # --- the browser ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Chromium's helper processes must be gone before other suites (reliability)
+# check that they leave no process behind.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(

@@ -183,7 +183,10 @@ async def read_ws(
     disconnected = False
     while trio.current_time() < end_at:
         try:
-            async with open_websocket_url(ws_url) as ws:
+            # Short handshake and close timeouts: trio-websocket 0.12's client waits the whole
+            # connect_timeout (60 s) when a server closes the connection before answering the handshake
+            # (as one that is shutting down does).
+            async with open_websocket_url(ws_url, connect_timeout=5, disconnect_timeout=5) as ws:
                 rec.connections += 1
                 op: dict[str, Any] = {"op": "subscribe", "session": session, "after": rec.last, "id": "r"}
                 if subscribe_turn and stream is not None:

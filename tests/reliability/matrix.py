@@ -505,10 +505,21 @@ class _Run:
             targets.append(("fresh", r.json()["id"]))
         for role, sid in targets:
             outcome, problems = await run_turn(c, sid, "are you still there?")
+            if outcome == "failed" and await _resume_refused(c, sid):
+                # Documented: an agent that lost the conversation (e.g. killed before it saved it) fails
+                # the turn that resumes it; the next one starts afresh and must complete.
+                outcome, more = await run_turn(c, sid, "and now?")
+                problems += more
             if outcome != "completed" or problems:
                 kinds = self.kinds_of(role) or ("*",)
                 for k in kinds:
                     self.problem(k, f"new turn on {role}: {outcome} {problems}")
+
+
+async def _resume_refused(c: httpx.AsyncClient, sid: str) -> bool:
+    _raw, entries = await fetch_log(c, sid)
+    ends = [e for e in entries if e.get("kind") == "stream.ended"]
+    return bool(ends) and "could not resume" in (ends[-1].get("reason") or "")
 
 
 def _cli_bytes_in(raw_log: bytes) -> set[bytes]:

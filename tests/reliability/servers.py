@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_FLAGS = {
     "fault-crash-at-start": "--crash-at-start",
     "fault-slow-start": "--slow-start 3600",
+    # The conversation cannot be resumed: the simulator refuses `--resume lost-*` like the CLI does.
+    "fault-lost-session": "--session-id lost-$$",
 }
 
 #: Lines the wrapper prints on stdout before the simulator starts when the session's model is

@@ -168,7 +168,7 @@ def _random_request(rng: random.Random, sid: str) -> tuple[str, str, dict[str, A
     if body_kind < 0.3:
         kw["content"] = rng.randbytes(rng.randint(0, 200))
     elif body_kind < 0.7:
-        value = rng.choice(
+        value: Any = rng.choice(
             [
                 None,
                 True,

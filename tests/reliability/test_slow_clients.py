@@ -2,8 +2,8 @@
 
 docs/api.md: "A client that does not read for ``send_timeout_s`` (10 s) is dropped; it never slows the
 turn or other clients and resumes from the log." The reader here opens a session's SSE stream and stops
-reading after its first event, while a turn writes ~12 MB of entries — more than the kernel's socket
-buffers hold (about 4 MB on loopback for a reader that does not read) — so the server's writes block.
+reading after its first event, while a turn writes ~6 MB of entries — far more than the kernel's socket
+buffers hold for a reader that does not read — so the server's writes to it block.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.reliability.servers import ServerProcess, inproc_server, runtime_conf
 
 pytestmark = pytest.mark.slow
 
-BIG_TURN = "[[sim tokens=40000]]"  # ~12 MB of SSE: more than the kernel's socket buffers hold
+BIG_TURN = "[[sim tokens=20000]]"  # ~6 MB of SSE: far more than the kernel's socket buffers hold
 SEND_TIMEOUT_S = 2.0
 
 
