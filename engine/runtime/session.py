@@ -27,7 +27,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -192,6 +192,8 @@ class Session:
         self._stopping = False
         self._stop_reason = "session stopped"
         self._end_reason = "server shutting down"
+        #: Set when the session's task failed with a bug: why its streams failed.
+        self._failure: str | None = None
         self._done = trio.Event()
         self._scope = trio.CancelScope()
         self._stopped = False
@@ -383,7 +385,14 @@ class Session:
                     with trio.CancelScope(shield=True), trio.move_on_after(self._teardown_bound()):
                         await self._close_process()
                     nursery.cancel_scope.cancel()
+            except Exception as exc:
+                # A bug in the session itself: its turns fail (plainly, not "shutting down") and it takes
+                # no more turns; the runtime logs the traceback and the other sessions go on.
+                self._note_failure(exc)
+                raise
             finally:
+                # From this instant no new turn is accepted: nothing would run it.
+                self._stopped = True
                 # Terminal entries first (synchronous: cannot be interrupted), then the process.
                 self._cancel_all(self._end_reason)
                 with trio.CancelScope(shield=True), trio.move_on_after(self._teardown_bound()):
@@ -393,6 +402,23 @@ class Session:
                 self._stopped = True
                 self._nursery = None
                 self._done.set()
+
+    def _note_failure(self, exc: BaseException) -> None:
+        """Remember the first bug that broke this session (its streams will fail with it)."""
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if self._failure is None:
+            self._failure = f"internal error in the session: {type(exc).__name__}: {exc}"
+            self._stopped = True  # no new turn: nothing would run it
+
+    @contextlib.asynccontextmanager
+    async def _failing_on_bug(self) -> AsyncIterator[None]:
+        """Record a bug *before* the nursery's cancellation makes other tasks end their turns."""
+        try:
+            yield
+        except Exception as exc:
+            self._note_failure(exc)
+            raise
 
     async def shutdown(self, reason: str = "server shutting down") -> None:
         """Cancel the session's task: open streams end ``cancelled`` with ``reason``, the process is closed
@@ -435,13 +461,15 @@ class Session:
         self._queue_changed.set()
 
     def _cancel_all(self, reason: str) -> None:
-        """End every queued and running stream ``cancelled`` (synchronous)."""
+        """End every queued and running stream (synchronous): ``cancelled``, or ``failed`` after a bug."""
+        outcome: Outcome = "failed" if self._failure is not None else "cancelled"
+        reason = self._failure or reason
         while self._queue:
-            self._end_stream(self._queue.popleft().id, "cancelled", reason)
+            self._end_stream(self._queue.popleft().id, outcome, reason)
         turn = self._active
         if turn is not None:
             turn.cancel_reason = turn.cancel_reason or reason
-            self._end_stream(turn.id, "cancelled", turn.cancel_reason)
+            self._end_stream(turn.id, outcome, turn.cancel_reason)
             turn.scope.cancel()
 
     # --- one turn ---------------------------------------------------------------------------------------
@@ -463,7 +491,10 @@ class Session:
         finally:
             # Synchronous: the terminal entry is written even while this task is being cancelled.
             if turn.id not in self.journal.stream_end:
-                self._end_stream(turn.id, "cancelled", turn.cancel_reason or self._end_reason)
+                if self._failure is not None:
+                    self._end_stream(turn.id, "failed", self._failure)
+                else:
+                    self._end_stream(turn.id, "cancelled", turn.cancel_reason or self._end_reason)
             self._active = None
 
     async def _write_prompt(self, turn: _Turn, slot: _Slot) -> None:
@@ -657,7 +688,7 @@ class Session:
         """Read the process's stdout and stderr into the log and watch for its exit."""
         slot.supervised = True
         try:
-            async with trio.open_nursery() as nursery:
+            async with self._failing_on_bug(), trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_stdout, slot)
                 nursery.start_soon(self._read_stderr, slot)
                 rc = await slot.proc.wait()
