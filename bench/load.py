@@ -601,6 +601,7 @@ async def _probe_run(
     entries = await log_of(port, sid)
     end = next(e["seq"] for e in entries if e.get("kind") == "stream.ended" and e.get("stream") == probe_tid)
     want = [e["seq"] for e in entries if after < e["seq"] <= end]
+    facts["staller_want"] = expected_seqs(entries, 1)  # from the start up to the filler's end
     return normal, staller, want, facts
 
 
@@ -629,9 +630,10 @@ async def stall(
                 f"{name} a staller: {len(bad)} of {len(readers)} subscribers did not get the turn"
             )
     assert staller is not None
-    if staller.ends < 1 or staller.errors:
+    if staller.seqs != facts["staller_want"] or staller.errors:
         problems.append(
-            f"the stalled subscriber never got its entries once it read again: {staller.errors[:1]}"
+            f"the stalled subscriber got {len(staller.seqs)} of {len(facts['staller_want'])} entries once it "
+            f"read again: {staller.errors[:1]}"
         )
     if facts["send_queue_before_probe"] == 0:
         problems.append("the staller's socket was not full: the filler turn was too small to block a write")

@@ -388,7 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--matrix", action="store_true", help="run the full fault matrix instead")
+    ap.add_argument("--quick", action="store_true", help="20 s, 4 workers, a server SIGKILL after 10 s")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.minutes, args.workers, args.kill_every = 20 / 60, 4, 10.0
     if args.matrix:
         results = trio.run(run_matrix)
         return 0 if all(r.skipped or r.held(r.kinds[0]) for r in results) else 1

@@ -703,6 +703,9 @@ class SessionFold:
                 s.state,
                 f"stream.ended says {entry.outcome} but stream {s._id} already ended as {s.outcome}",
             )
+        elif entry.reason:
+            # The terminal entry is the record clients saw: its (often fuller) reason is the stream's.
+            s._reason = entry.reason
         s._ended = True
         s._ended_seq = entry.seq
         self._unended.pop(s._id, None)
