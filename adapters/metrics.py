@@ -90,7 +90,32 @@ def render_metrics(snapshot: Any, *, sse_lagged: int = 0) -> str:
             timings.get("count", 0),
             {"0.5": timings.get("ttfe_p50_ms"), "0.95": timings.get("ttfe_p95_ms")},
         )
+    for key, name, help_text in (
+        (
+            "total_histogram",
+            "turnstile_turn_duration_seconds",
+            "Turn duration from request to terminal entry.",
+        ),
+        (
+            "ttfe_histogram",
+            "turnstile_turn_ttfe_seconds",
+            "Time from the turn request to the CLI's first event.",
+        ),
+    ):
+        hist = data.get(key)
+        if isinstance(hist, Mapping):
+            lines += _histogram(name, help_text, hist)
     return "\n".join(lines) + "\n"
+
+
+def _histogram(name: str, help_text: str, hist: Mapping[str, Any]) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for bound_ms, count in zip(hist["bounds_ms"], hist["counts"], strict=True):
+        out.append(f'{name}_bucket{{le="{bound_ms / 1000.0:g}"}} {count}')
+    out.append(f'{name}_bucket{{le="+Inf"}} {hist["count"]}')
+    out.append(f"{name}_sum {hist['sum_ms'] / 1000.0:.6f}")
+    out.append(f"{name}_count {hist['count']}")
+    return out
 
 
 def _summary(name: str, help_text: str, count: int, quantiles_ms: Mapping[str, float | None]) -> list[str]:

@@ -14,7 +14,16 @@ import msgspec
 from engine.runtime.pool import PoolStatus
 from engine.timing import TurnTiming
 
-__all__ = ["MetricsSnapshot", "PoolStatus", "Readiness", "SessionInfo", "TimingSummary", "TurnInfo"]
+__all__ = [
+    "TIMING_BUCKETS_MS",
+    "MetricsSnapshot",
+    "PoolStatus",
+    "Readiness",
+    "SessionInfo",
+    "TimingHistogram",
+    "TimingSummary",
+    "TurnInfo",
+]
 
 
 class TurnInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +77,34 @@ class TimingSummary(msgspec.Struct, frozen=True, kw_only=True):
     ttfe_p95_ms: float | None = None
 
 
+TIMING_BUCKETS_MS: tuple[float, ...] = (
+    100.0,
+    250.0,
+    500.0,
+    1e3,
+    2.5e3,
+    5e3,
+    10e3,
+    30e3,
+    60e3,
+    120e3,
+    300e3,
+    600e3,
+    1800e3,
+    3600e3,
+)
+"""Upper bounds (ms) of the turn-timing histograms: sub-second answers up to hour-long agent turns."""
+
+
+class TimingHistogram(msgspec.Struct, frozen=True, kw_only=True):
+    """Cumulative counts of every ended turn since start: ``counts[i]`` turns took <= ``bounds_ms[i]``."""
+
+    bounds_ms: tuple[float, ...] = TIMING_BUCKETS_MS
+    counts: list[int]
+    count: int
+    sum_ms: float
+
+
 class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """Counts at one instant. ``streams_by_outcome`` counts every ended stream the runtime has seen (also
     those read back from logs at startup); ``lagged_subscribers`` counts subscribers ended for lagging."""
@@ -81,3 +118,5 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     subscribers: int
     lagged_subscribers: int
     turn_timings: TimingSummary
+    total_histogram: TimingHistogram | None = None
+    ttfe_histogram: TimingHistogram | None = None

@@ -48,7 +48,14 @@ from engine.errors import (
 from engine.fold import SessionFold
 from engine.log import Entry, Record, SessionCreated, SessionRecovered, SessionStopped, StreamEnded
 from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.info import MetricsSnapshot, Readiness, SessionInfo, TimingSummary
+from engine.runtime.info import (
+    TIMING_BUCKETS_MS,
+    MetricsSnapshot,
+    Readiness,
+    SessionInfo,
+    TimingHistogram,
+    TimingSummary,
+)
 from engine.runtime.journal import Journal
 from engine.runtime.ledger import ProcessLedger
 from engine.runtime.pool import Pool
@@ -124,6 +131,9 @@ class Runtime:
         self.recovery_errors: dict[str, str] = {}
         self._outcomes: Counter[str] = Counter()
         self._timings: deque[tuple[float | None, float | None]] = deque(maxlen=_TIMINGS_KEPT)
+        # Histograms over every ended turn (the deque above keeps only recent ones, for percentiles).
+        self._hist_total = _Histogram()
+        self._hist_ttfe = _Histogram()
         self._checks: dict[str, tuple[float, str | None]] = {}
 
     # --- sessions ---------------------------------------------------------------------------------------
@@ -298,6 +308,8 @@ class Runtime:
             subscribers=subscribers,
             lagged_subscribers=lagged,
             turn_timings=self._timing_summary(),
+            total_histogram=self._hist_total.snapshot(),
+            ttfe_histogram=self._hist_ttfe.snapshot(),
         )
 
     def _cached(self, name: str, check: Callable[[], str | None]) -> str | None:
@@ -354,6 +366,8 @@ class Runtime:
         self._outcomes[entry.outcome] += 1
         if entry.timing is not None:
             self._timings.append((entry.timing.total_ms, entry.timing.ttfe_ms))
+            self._hist_total.add(entry.timing.total_ms)
+            self._hist_ttfe.add(entry.timing.ttfe_ms)
 
     async def _start_session(self, session: Session, *, prewarm: bool) -> None:
         assert self._nursery is not None
@@ -457,6 +471,27 @@ class Runtime:
                 # Anything a cancelled session did not get to end still ends here (synchronously).
                 session._cancel_all("server shutting down")
                 session.close_log()
+
+
+class _Histogram:
+    """Cumulative bucket counts of durations in milliseconds (unknown durations are not counted)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(TIMING_BUCKETS_MS)
+        self.count = 0
+        self.sum_ms = 0.0
+
+    def add(self, ms: float | None) -> None:
+        if ms is None:
+            return
+        self.count += 1
+        self.sum_ms += ms
+        for i, bound in enumerate(TIMING_BUCKETS_MS):
+            if ms <= bound:
+                self.counts[i] += 1
+
+    def snapshot(self) -> TimingHistogram:
+        return TimingHistogram(counts=list(self.counts), count=self.count, sum_ms=self.sum_ms)
 
 
 def _pct(values: list[float], p: int) -> float | None:

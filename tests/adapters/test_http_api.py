@@ -22,6 +22,11 @@ async def test_health_ready_and_metrics(server: Server) -> None:
         metrics = (await c.get("/metrics")).text
         assert "turnstile_sessions" in metrics and "turnstile_streams_total" in metrics
         assert 'outcome="completed"' in metrics
+        # Turn timing histograms: one ended turn, counted in the +Inf bucket and in the count.
+        assert "# TYPE turnstile_turn_duration_seconds histogram" in metrics
+        assert 'turnstile_turn_duration_seconds_bucket{le="+Inf"} 1' in metrics
+        assert "turnstile_turn_duration_seconds_count 1" in metrics
+        assert 'turnstile_turn_ttfe_seconds_bucket{le="3600"} 1' in metrics
 
 
 async def test_session_lifecycle(server: Server) -> None:
