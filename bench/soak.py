@@ -50,7 +50,7 @@ from bench.load import Reader, http, read_sse  # noqa: E402
 from engine.replay import replay  # noqa: E402
 from engine.transcript import frames_of, read_entries  # noqa: E402
 from tests.reliability.clients import until  # noqa: E402
-from tests.reliability.procs import (  # noqa: E402
+from tests.procs import (  # noqa: E402
     become_subreaper,
     descendants,
     ledger_alive,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import become_subreaper, descendants, leftovers_after
 from tests.reliability.matrix import KINDS, CellResult, summary_rows, to_json
-from tests.reliability.procs import become_subreaper, descendants, leftovers_after
 
 become_subreaper()
 

@@ -54,6 +54,7 @@ import trio
 from httpx_sse import aconnect_sse
 
 from engine.log import CliDecodeError, CliLine, cli_bytes, decode_entry, raw_bytes
+from tests.procs import descendants, ledger_alive, leftovers_after
 from tests.reliability.clients import (
     Received,
     check_log,
@@ -64,7 +65,6 @@ from tests.reliability.clients import (
     until,
     wait_turn_ended,
 )
-from tests.reliability.procs import descendants, ledger_alive, leftovers_after
 from tests.reliability.servers import (
     ODD_LINES,
     Live,

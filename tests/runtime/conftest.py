@@ -9,14 +9,9 @@ test starts clean.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,51 +20,9 @@ import trio
 from engine.log import AnyEntry, Record, StreamEnded
 from engine.runtime import AgentConfig, Runtime, RuntimeConfig, open_runtime
 from engine.runtime.scripted import ScriptedLauncher
+from tests.procs import become_subreaper, descendants, kill_and_reap
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _become_subreaper() -> None:
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-_become_subreaper()
-
-
-def _proc_table() -> dict[int, tuple[int, str, str]]:
-    """pid -> (ppid, state, command) for every process we can see."""
-    table: dict[int, tuple[int, str, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        close = stat.rindex(")")
-        fields = stat[close + 2 :].split()
-        table[int(entry)] = (int(fields[1]), fields[0], stat[stat.index("(") + 1 : close])
-    return table
-
-
-def descendants() -> dict[int, tuple[str, str]]:
-    """Every process below this one: pid -> (state, command)."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _state, _cmd) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: dict[int, tuple[str, str]] = {}
-    todo = [os.getpid()]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in out:
-                out[child] = (table[child][1], table[child][2])
-                todo.append(child)
-    return out
+become_subreaper()
 
 
 def live_descendants() -> dict[int, tuple[str, str]]:
@@ -89,22 +42,6 @@ def process_group(pgid: int) -> list[int]:
     return out
 
 
-def _reap(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                break
-            time.sleep(0.01)
-
-
 @pytest.fixture(autouse=True)
 def no_leftover_children() -> Iterator[None]:
     """Fail the test if it leaves any child process (or orphaned grandchild) behind."""
@@ -114,13 +51,13 @@ def no_leftover_children() -> Iterator[None]:
     while True:
         found = {pid: info for pid, info in descendants().items() if pid not in before}
         # A zombie is dead; as our subreaper artefact (an orphaned grandchild) it only needs reaping.
-        _reap([pid for pid, (state, _cmd) in found.items() if state == "Z"])
+        kill_and_reap([pid for pid, (state, _cmd) in found.items() if state == "Z"])
         left = {pid: info for pid, info in found.items() if info[0] != "Z"}
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.02)
     if left:
-        _reap(list(left))
+        kill_and_reap(list(left))
         pytest.fail(
             "the test left child processes behind: "
             + ", ".join(f"{pid} ({cmd}, state {state})" for pid, (state, cmd) in sorted(left.items()))
