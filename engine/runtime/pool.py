@@ -10,7 +10,7 @@ Guarantees:
 * **Nothing waits on warm-up.** Warming runs in the pool's own task. :meth:`Pool.checkout` is synchronous
   and never blocks: it hands out a ready process or returns None, and the session spawns a cold one at once.
   The CLI prints nothing before its first prompt, so "warm" means *spawned and still alive after*
-  ``pool_ready_after_s`` — never "has printed something".
+  ``pool_ready_after_s`` (per agent by default) — never "has printed something".
 * **No respawn storm.** A failed spawn or a crash of an idle warm process is retried with exponential
   backoff (``pool_backoff_base_s`` doubling to ``pool_backoff_max_s``). More than ``pool_restart_budget``
   failures within ``pool_restart_window_s`` — or a missing binary, at once — make the pool ``degraded``
@@ -261,7 +261,7 @@ class Pool:
             for key, k in list(self._keys.items()):
                 for w in list(k.warm):
                     if not w.ready:
-                        ready_at = w.spawned_at + cfg.pool_ready_after_s
+                        ready_at = w.spawned_at + cfg.ready_after(k.agent)
                         if now >= ready_at:
                             w.ready = True
                             if k.degraded is not None:

@@ -121,3 +121,11 @@ async def test_readiness_reports_an_unwritable_data_dir_and_never_blocks(tmp_pat
         ready = rt.readiness()
         assert not ready.ready
         assert any("data director" in r for r in ready.reasons)
+
+
+def test_pool_ready_after_defaults_by_agent() -> None:
+    cfg = RuntimeConfig()
+    assert cfg.ready_after(AgentConfig(agent="claude")) == 1.0
+    assert cfg.ready_after(AgentConfig(agent="sim")) == 0.2
+    assert RuntimeConfig(pool_ready_after_s=0.5).ready_after(AgentConfig(agent="claude")) == 0.5
+    assert RuntimeConfig.from_env({"TURNSTILE_POOL_READY_AFTER_S": "0.05"}).ready_after(AgentConfig()) == 0.05
