@@ -43,8 +43,8 @@ if str(ROOT) not in sys.path:
 import h11  # noqa: E402
 import trio  # noqa: E402
 
-from tests.reliability.clients import until  # noqa: E402
 from tests.procs import descendants, rss_bytes  # noqa: E402
+from tests.reliability.clients import until  # noqa: E402
 from tests.reliability.servers import ServerProcess, wait_healthy  # noqa: E402
 
 __all__ = ["Reader", "fanout", "http", "raise_fd_limit", "read_sse", "sessions", "stall"]
