@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from adapters.config import ServerConfig
 from adapters.server import run_server
 from engine.runtime.config import AgentConfig, RuntimeConfig
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,13 +96,6 @@ async def log_entries(client: httpx.AsyncClient, sid: str) -> list[dict[str, Any
 
 
 # --- a server in its own process (for SIGKILL, restarts and signal handling) -----------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

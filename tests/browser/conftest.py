@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("TURNSTILE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,14 +53,6 @@ EVENTSOURCE_SPY = """
 
 
 # --- a real server --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the server binds it; a restart reuses it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _descendants(pid: int) -> dict[int, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import trio
 from adapters.config import ServerConfig
 from adapters.server import run_server
 from engine.runtime.config import AgentConfig, RuntimeConfig
+from tests.net import free_port
 from tests.reliability.clients import until
 
 __all__ = [
@@ -165,13 +165,6 @@ async def inproc_server(runtime: RuntimeConfig, server: ServerConfig | None = No
             yield Live(base=f"http://127.0.0.1:{ports.http}", ws=ws, data_dir=data)
         finally:
             nursery.cancel_scope.cancel()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
