@@ -8,11 +8,15 @@ graceful shutdown waits on it. (Found by tests/reliability/test_slow_clients.py.
 :func:`install` swaps in a subclass whose writes keep the shield against *outside* cancellation (the
 reason hypercorn shields: never leave half a frame on the wire) but carry a deadline of their own: a
 write that makes no progress for ``send_timeout_s`` closes that connection, and the app's ``send``
-raises as for any vanished client. It is installed by :func:`adapters.server.run_server`; embedders that
-serve :func:`adapters.http.create_app` with their own hypercorn call it too (``docs/embedding.md``).
+raises as for any vanished client. A write the kernel takes whole at once (the common case) goes straight
+to the socket, with no lock or timer. It is installed by
+:func:`adapters.server.run_server`; embedders that serve :func:`adapters.http.create_app` with their own
+hypercorn call it too (``docs/embedding.md``).
 """
 
 from __future__ import annotations
+
+import os
 
 import trio
 from hypercorn.events import Closed, Event, RawData
@@ -29,11 +33,34 @@ class _TimedTCPServer(TCPServer):
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
+        data = event.data
+        # hypercorn annotates the stream as an SSLStream, but plain TCP gives it a SocketStream.
+        stream: object = self.stream
+        if not self.send_lock.locked() and isinstance(stream, trio.SocketStream):
+            # Fast path: the socket takes the whole write at once (almost always: a live stream's
+            # events are small and the kernel buffer is large), so there is nothing to wait for: no
+            # lock, timer or cancel scope is needed. Synchronous, so no other send can start in
+            # between; anything the kernel does not take goes the normal (timed) way.
+            try:
+                sent = os.write(stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                await self.protocol.handle(Closed())  # reset, broken pipe or closed: the client is gone
+                return
+            if sent == len(data):
+                # Still one scheduling point, as a send_all has: hypercorn decides whether a connection
+                # can be kept alive right after a response's last write, and the pass lets its reader
+                # take a request body that is already waiting (without it, a keep-alive client that
+                # sent a body the app did not read finds its connection closed under its next request).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            data = data[sent:]
         async with self.send_lock:
             try:
                 with trio.CancelScope(shield=True) as scope:
                     scope.deadline = trio.current_time() + self.send_timeout_s
-                    await self.stream.send_all(event.data)
+                    await self.stream.send_all(data)
                 stalled = scope.cancelled_caught
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 stalled = False

@@ -66,7 +66,9 @@ class SseSource:
 
     ``subscribe(after)`` returns an async context manager yielding an async iterator of record batches
     that ends by itself after the terminal entry (for a turn) and raises the runtime's ``Lagged`` when
-    the reader fell behind. ``is_last(record)`` says whether a record ends the response.
+    the reader fell behind, and whose ``poke()`` makes a pending read return an empty batch (the cue for
+    a heartbeat) — :class:`engine.runtime.Subscription` is one. ``is_last(record)`` says whether a record
+    ends the response.
     """
 
     def __init__(
@@ -98,8 +100,13 @@ async def stream_sse(
     Cancellation: the response simply ends (the client reconnects with ``Last-Event-ID``); nothing in
     the log or the runtime depends on this response finishing.
     """
+    # Per event this loop does no more than wait for a batch and send it: the heartbeat and the send
+    # deadline are kept by one watchdog task per response instead of a cancel scope per event (each
+    # costs a deadline-heap entry, and at thousands of events a second that showed in the profiles).
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+        out = _Sender(send)
+        nursery.start_soon(out.watch, heartbeat_s, send_timeout_s, nursery.cancel_scope)
         start = {
             "type": "http.response.start",
             "status": status,
@@ -108,9 +115,7 @@ async def stream_sse(
         # A comment first, so clients and proxies see the stream open at once. The retry hint rides in
         # the first event's block: a block holding only `retry:` dispatches no event per the standard,
         # but some clients (httpx-sse) report one anyway.
-        if not await _send(send, start, send_timeout_s) or not await _body(
-            send, b": stream\n\n", send_timeout_s
-        ):
+        if not await out.send(start) or not await out.body(b": stream\n\n"):
             nursery.cancel_scope.cancel()
             return
         retry_line = b"retry: %d\n" % retry_ms
@@ -119,17 +124,11 @@ async def stream_sse(
         while not done:
             try:
                 async with source.subscribe(last) as sub:
-                    iterator = sub.__aiter__()
-                    while True:
-                        batch: list[Record] | None = None
-                        with trio.move_on_after(heartbeat_s):
-                            try:
-                                batch = await iterator.__anext__()
-                            except StopAsyncIteration:
-                                done = True
-                                break
-                        if batch is None:
-                            if not await _body(send, b": heartbeat\n\n", send_timeout_s):
+                    out.poke = sub.poke
+                    async for batch in sub:
+                        if not batch:
+                            # Nothing for heartbeat_s: the watchdog poked the subscription.
+                            if not await out.body(b": heartbeat\n\n"):
                                 done = True
                                 break
                             continue
@@ -145,36 +144,71 @@ async def stream_sse(
                         if chunk and retry_line:
                             chunk[0] = retry_line + chunk[0]
                             retry_line = b""
-                        if chunk and not await _body(send, b"".join(chunk), send_timeout_s):
+                        if chunk and not await out.body(b"".join(chunk)):
                             done = True  # the client stopped reading: drop it, it resumes from the log
                         if done:
                             break
+                    else:
+                        done = True  # the source ended (a session stream whose log closed)
             except source.lagged:
                 # Fell behind the live buffer: the log is the buffer, so just read on from `last`.
                 if on_lag is not None:
                     on_lag()
                 continue
-        await _send(send, {"type": "http.response.body", "body": b"", "more_body": False}, send_timeout_s)
+            finally:
+                out.poke = None
+        await out.send({"type": "http.response.body", "body": b"", "more_body": False})
         nursery.cancel_scope.cancel()
 
 
-async def _body(send: Send, data: bytes, limit_s: float) -> bool:
-    return await _send(send, {"type": "http.response.body", "body": data, "more_body": True}, limit_s)
+class _Sender:
+    """One response's ASGI ``send``, with the bookkeeping its watchdog needs (no timers per send)."""
 
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.sending_since: float | None = None
+        self.last_send = trio.current_time()
+        #: Wakes the subscription's pending read with an empty batch (``Subscription.poke``), if it can.
+        self.poke: Callable[[], None] | None = None
 
-async def _send(send: Send, message: Message, limit_s: float) -> bool:
-    """Send, or give up after ``limit_s`` (a client that does not read). False when it failed."""
-    with trio.move_on_after(limit_s):
+    async def body(self, data: bytes) -> bool:
+        return await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def send(self, message: Message) -> bool:
+        """Send; False when the client is gone. The watchdog cancels a send that takes too long."""
+        self.sending_since = trio.current_time()
         try:
-            await send(message)
+            await self._send(message)
         except OSError:
             return False
         except Exception as exc:  # hypercorn raises its own ClientDisconnected-style errors
             if type(exc).__name__ in {"ClientDisconnected", "ClosedResourceError", "BrokenResourceError"}:
                 return False
             raise
+        finally:
+            self.sending_since = None
+            self.last_send = trio.current_time()
         return True
-    return False
+
+    async def watch(self, heartbeat_s: float, send_timeout_s: float, scope: trio.CancelScope) -> None:
+        """Drop the client when one send takes ``send_timeout_s``; poke for a heartbeat after ``heartbeat_s``
+        without a send. Wakes only when one of those instants may have come, not per event."""
+        while True:
+            now = trio.current_time()
+            since = self.sending_since
+            if since is not None:
+                if now - since >= send_timeout_s:
+                    scope.cancel()  # the client takes nothing: end the response (it resumes from the log)
+                    return
+                wake = since + send_timeout_s
+            elif now - self.last_send >= heartbeat_s:
+                if self.poke is not None:
+                    self.poke()  # the sender sends the heartbeat (it is the only task that sends)
+                # Look again once that send could have stalled (or a resubscription is in place).
+                wake = now + min(send_timeout_s, heartbeat_s)
+            else:
+                wake = min(self.last_send + heartbeat_s, now + send_timeout_s)
+            await trio.sleep_until(max(wake, now + 0.001))
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

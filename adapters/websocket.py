@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections import deque
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -71,7 +72,7 @@ class Connections:
 
     def busy(self) -> bool:
         """Whether any connection still has a subscription or unsent frames."""
-        return any(c.subs or c.outbox_send.statistics().current_buffer_used for c in self.live)
+        return any(c.subs or c.outbox for c in self.live)
 
     async def drain(self, limit_s: float) -> None:
         """Wait (at most ``limit_s``) until every subscription has sent what the log gave it."""
@@ -82,6 +83,46 @@ class Connections:
                 await trio.sleep(0.01)
             # One more beat for the writers to hand the last frames to the sockets.
             await trio.sleep(0.05)
+
+
+class _Outbox:
+    """The frames waiting for a connection's one writer task: a bounded queue with no scheduling cost.
+
+    ``put`` is synchronous while there is room (a memory channel's ``send`` passes through the scheduler
+    for every frame, which showed per event); a producer that finds it full waits until the writer took
+    some, so a client that stops reading holds up only this connection's subscriptions — which then fall
+    behind and catch up from the log.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._frames: deque[bytes] = deque()
+        self._limit = limit
+        self._ready = trio.Event()  # set while there are frames
+        self._room = trio.Event()  # set while there is room
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    async def put(self, frame: bytes) -> None:
+        """Queue ``frame``; waits only while the queue is full."""
+        while len(self._frames) >= self._limit:
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def get(self) -> bytes:
+        """The next frame, in order; waits while there is none."""
+        while not self._frames:
+            if self._ready.is_set():
+                self._ready = trio.Event()
+            await self._ready.wait()
+        frame = self._frames.popleft()
+        if len(self._frames) < self._limit:
+            self._room.set()
+        return frame
 
 
 class _WsError(Exception):
@@ -178,7 +219,7 @@ class _Connection:
         self.ws = ws
         self.config = config
         self.subs: dict[str, trio.CancelScope] = {}
-        self.outbox_send, self.outbox_recv = trio.open_memory_channel[bytes](_OUTBOX)
+        self.outbox = _Outbox(_OUTBOX)
         self._next = 0
 
     async def run(self) -> None:
@@ -198,13 +239,14 @@ class _Connection:
         # One writer per connection: frames from many subscriptions never interleave mid-send, and a
         # client that stops reading blocks only this connection's outbox.
         try:
-            async for frame in self.outbox_recv:
+            while True:
+                frame = await self.outbox.get()
                 await self.ws.send_message(frame.decode())
         except ConnectionClosed:
             self.nursery.cancel_scope.cancel()
 
     async def _emit(self, obj: dict[str, Any]) -> None:
-        await self.outbox_send.send(msgspec.json.encode(obj))
+        await self.outbox.put(msgspec.json.encode(obj))
 
     async def _dispatch(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -288,7 +330,7 @@ class _Connection:
                             if not fresh:
                                 continue
                             last = fresh[-1].entry.seq
-                            await self.outbox_send.send(prefix + b",".join(r.data for r in fresh) + b"]}")
+                            await self.outbox.put(prefix + b",".join(r.data for r in fresh) + b"]}")
                             if any(_ends(r, turn) for r in fresh):
                                 break
                     break

@@ -1,4 +1,4 @@
-"""Lean loopback clients for the latency and fan-out benchmarks (trio sockets + h11, trio-websocket).
+"""Lean loopback clients for the latency and fan-out benchmarks (trio sockets; h11 and wsproto where needed).
 
 Each client stamps what it receives with ``time.time_ns()`` and subtracts the ``"t_ns":...`` the emitter
 wrote into each delta line (same machine, same clock): that is the event's latency from the agent's write
@@ -75,6 +75,9 @@ async def sse_client(
 
     ``task_status.started()`` fires once the response headers arrived (the subscription is live).
     ``connected`` bounds how many connections are being opened at once (listen backlogs are small).
+    Lean on purpose: the request is written by hand and the chunked body is not parsed — the raw bytes
+    are scanned for timestamps (chunk-size lines hold none) and the response ends at the last chunk
+    (``0\\r\\n\\r\\n``) or EOF — so the client's own CPU stays small next to the server's.
     """
     if connected is not None:
         await connected.acquire()
@@ -84,37 +87,37 @@ async def sse_client(
         if connected is not None:
             connected.release()
     async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        headers = [("host", "127.0.0.1"), ("accept", "text/event-stream")]
-        await stream.send_all(conn.send(h11.Request(method="GET", target=path, headers=headers)))
-        started = False
-        carry = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(262144)
-                if not data:
-                    break
-                now = time.time_ns()
-                conn.receive_data(data)
-                if started:
-                    # Scan the raw bytes up to the last newline (a read may end mid-line; the rest is
-                    # scanned, and stamped, when its line is complete).
+        request = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n"
+        await stream.send_all(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await stream.receive_some(65536)
+            if not data:
+                task_status.started()
+                return
+            head += data
+        head, _, body = head.partition(b"\r\n\r\n")
+        out.status = int(head.split(b" ", 2)[1])
+        out.started_ns = time.time_ns()
+        task_status.started()
+        if b"transfer-encoding: chunked" in head.lower():  # else: no body (a 204, an error)
+            carry = b""
+            data = body
+            while True:
+                if data:
+                    now = time.time_ns()
+                    # Scan up to the last newline (a read may end mid-line; the rest is scanned, and
+                    # stamped, when its line is complete).
                     buf = carry + data
                     cut = buf.rfind(b"\n") + 1
                     out.take(buf[:cut], now)
                     carry = buf[cut:]
-                continue
-            if isinstance(event, h11.Response):
-                out.status = event.status_code
-                out.started_ns = time.time_ns()
-                started = True
-                task_status.started()
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
+                    if buf.endswith(b"\r\n0\r\n\r\n") or buf == b"0\r\n\r\n":
+                        break  # the last chunk: the response is complete
+                data = await stream.receive_some(262144)
+                if not data:
+                    break
         out.ended_ns = time.time_ns()
-        if not started:
-            task_status.started()
 
 
 async def ws_client(
@@ -125,23 +128,53 @@ async def ws_client(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Subscribe to a turn over Turnstile's WebSocket protocol; record latencies until its ``end``."""
-    from trio_websocket import open_websocket_url
+    """Subscribe to a turn over Turnstile's WebSocket protocol; record latencies until its ``end``.
 
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
-        await ws.send_message(json.dumps({"op": "subscribe", "session": session, "turn": turn, "id": "b"}))
-        ack = await ws.get_message()
-        out.started_ns = time.time_ns()
-        out.status = 101 if '"ack"' in str(ack) else 0
-        task_status.started()
-        while True:
-            message = await ws.get_message()
-            now = time.time_ns()
-            data = message.encode() if isinstance(message, str) else message
-            out.take(data, now)
-            if data.startswith(b'{"type":"end"'):
+    Lean on purpose (wsproto over a trio socket, no reader task or channel per connection), like the
+    SSE client, so that the client's own CPU stays small next to the server's.
+    """
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host="127.0.0.1", target="/")))
+        subscribe = {"op": "subscribe", "session": session, "turn": turn, "id": "b"}
+        started = False
+        parts: list[str] = []
+        done = False
+        while not done:
+            data = await stream.receive_some(262144)
+            if not data:
                 break
+            now = time.time_ns()
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    await stream.send_all(ws.send(TextMessage(data=json.dumps(subscribe))))
+                elif isinstance(event, TextMessage):
+                    parts.append(event.data)
+                    if not event.message_finished:
+                        continue
+                    message = "".join(parts)
+                    parts.clear()
+                    if not started:
+                        started = True
+                        out.started_ns = time.time_ns()
+                        out.status = 101 if '"ack"' in message else 0
+                        task_status.started()
+                        continue
+                    out.take(message.encode(), now)
+                    if message.startswith('{"type":"end"'):
+                        done = True
+                elif isinstance(event, Ping):
+                    await stream.send_all(ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    done = True
         out.ended_ns = time.time_ns()
+        if not started:
+            task_status.started()
 
 
 async def pipe_client(

@@ -20,7 +20,7 @@ defaults. Readers decode an unknown kind to :class:`UnknownEntry` rather than fa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final, Literal, NamedTuple, TypeAlias, cast
+from typing import Any, Final, Literal, TypeAlias, cast
 
 import msgspec
 
@@ -351,8 +351,12 @@ class UnknownEntry(msgspec.Struct, frozen=True, kw_only=True):
 AnyEntry: TypeAlias = Entry | UnknownEntry
 
 
-class Record(NamedTuple):
-    """An entry together with its JSON encoding (no newline), encoded once and shared by all readers."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """An entry together with its JSON encoding (no newline), encoded once and shared by all readers.
+
+    Not tracked by the cyclic garbage collector (it can hold no cycle: an immutable entry and bytes), so
+    a long in-memory log does not lengthen every full collection — a pause every stream would feel.
+    """
 
     entry: AnyEntry
     data: bytes

@@ -127,15 +127,23 @@ def ledger_alive(data_dir: Path) -> list[int]:
     """Pids the data directory's process ledger lists that are still the same live process."""
     path = data_dir / "processes.json"
     try:
-        raw = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        text = path.read_bytes()
+    except OSError:
         return []
-    entries = raw.get("processes", raw) if isinstance(raw, dict) else raw
-    alive = []
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("pid"), int):
+    # One JSON object per line: an entry per spawn, {"gone": pid} per reap (or one JSON array).
+    listed: dict[int, dict[str, object]] = {}
+    for line in text.splitlines() if not text.lstrip().startswith(b"[") else [text]:
+        try:
+            item = json.loads(line)
+        except ValueError:
             continue
-        pid = entry["pid"]
+        for obj in item if isinstance(item, list) else [item]:
+            if isinstance(obj, dict) and isinstance(obj.get("gone"), int):
+                listed.pop(obj["gone"], None)
+            elif isinstance(obj, dict) and isinstance(obj.get("pid"), int):
+                listed[obj["pid"]] = obj
+    alive = []
+    for pid, entry in listed.items():
         ticks = _start_ticks(pid)
         if ticks is None:
             continue

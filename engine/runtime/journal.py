@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import msgspec
 import trio
@@ -38,6 +38,7 @@ from engine.log import (
     record,
 )
 from engine.protocol import Message
+from engine.runtime.syncer import Syncable, Syncer, default_syncer
 from engine.stores import LogStore
 
 if TYPE_CHECKING:
@@ -71,11 +72,14 @@ class Journal:
         folder: Folder | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        syncer: Syncer | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.folder = folder
         self._clock = clock
+        # Shared by a runtime's journals, so that a burst of fsyncs is one trip to a worker thread.
+        self._syncer = syncer if syncer is not None else default_syncer
         self._next = store.last_seq + 1
         self._unstored: list[Record] = []
         self.write_error: str | None = None
@@ -157,11 +161,12 @@ class Journal:
             self.extend(follow)
 
     async def flush(self) -> None:
-        """Make the lifecycle entries appended so far durable (fsync in a worker thread, so the disk never
-        stalls the event loop). Cancellation: the fsync finishes in its thread; the flag stays set."""
+        """Make the lifecycle entries appended so far durable (fsync in a worker thread, batched with other
+        logs' by the :class:`Syncer`, so the disk never stalls the event loop). Cancellation: an fsync
+        that started finishes in its thread."""
         if getattr(self.store, "sync_pending", False) and not self.closed:
             try:
-                await trio.to_thread.run_sync(self.store.sync)
+                await self._syncer.sync(cast(Syncable, self.store))
             except LogError as exc:
                 self.write_error = str(exc)
 

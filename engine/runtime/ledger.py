@@ -8,9 +8,13 @@ its whole process group is killed. A pid reused by some unrelated process fails 
 alone. Never by name. (Tools left behind by an agent that itself already exited cannot be proven ours
 and are not touched; an agent normally exits when its stdin closes with the dead server.)
 
-The ledger is a small JSON file (``<data_dir>/processes.json``) rewritten atomically on every change; with
-no data directory it lives in memory only. Its methods are synchronous and quick (a few small file
-operations), called from the event loop.
+The ledger is a small append-only file (``<data_dir>/processes.json``, one JSON object per line: an entry
+when a process is spawned, ``{"gone": pid}`` when it is reaped), compacted by an atomic rewrite once most
+of its lines are history; with no data directory it lives in memory only. Its methods are synchronous and
+quick — one small ``O_APPEND`` write per change, as the logs do (a file renamed over another on every
+spawn made ext4 flush it, and stalled every stream on the event loop) — and a server killed at any point
+leaves a ledger that reads back whole (a torn last line is skipped). Ledgers written as one JSON array
+by earlier versions are read too.
 """
 
 from __future__ import annotations
@@ -91,13 +95,13 @@ class ProcessLedger:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._entries: dict[int, LedgerEntry] = {}
-        if self.path is not None and self.path.exists():
+        self._lines = 0  # lines in the file: compact when most of them are history
+        if self.path is not None:
             try:
-                entries = msgspec.json.decode(self.path.read_bytes(), type=list[LedgerEntry])
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
-                # A damaged ledger only costs us the reaping of leftovers; it must never stop a start.
-                entries = []
-            self._entries = {e.pid: e for e in entries}
+                raw = self.path.read_bytes()
+            except OSError:
+                raw = b""
+            self._entries, self._lines = _parse(raw)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -120,13 +124,13 @@ class ProcessLedger:
             exe=_exe(pid),
         )
         self._entries[pid] = entry
-        self._save()
+        self._append(_encode(entry))
         return entry
 
     def remove(self, pid: int) -> None:
         """Forget a process once it has been reaped (idempotent)."""
         if self._entries.pop(pid, None) is not None:
-            self._save()
+            self._append(_encode(_Gone(gone=pid)))
 
     def is_ours(self, entry: LedgerEntry) -> bool:
         """True only when the pid, its start time and boot, and its program all match a live process.
@@ -161,14 +165,80 @@ class ProcessLedger:
         self._save()
         return killed
 
+    def _append(self, line: bytes) -> None:
+        if self.path is None:
+            return
+        if self._lines >= _COMPACT_MIN_LINES and self._lines >= 4 * len(self._entries):
+            self._save()  # the new line is in the rewrite: _entries already holds the change
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line)  # one small write of a whole line (O_APPEND: never interleaved)
+            finally:
+                os.close(fd)
+            self._lines += 1
+        except OSError:
+            pass  # best effort, like _save
+
     def _save(self) -> None:
+        """Rewrite the file with the live entries only (atomically: a crash leaves the old or the new)."""
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_bytes(msgspec.json.encode(self.entries()))
+            tmp.write_bytes(b"".join(_encode(e) for e in self.entries()))
             os.replace(tmp, self.path)
+            self._lines = len(self._entries)
         except OSError:
             # Best effort: losing the ledger loses only the reaping of leftovers after a crash.
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+_COMPACT_MIN_LINES = 256
+
+
+class _Gone(msgspec.Struct, frozen=True):
+    gone: int
+
+
+def _encode(item: LedgerEntry | _Gone) -> bytes:
+    return msgspec.json.encode(item) + b"\n"
+
+
+def _parse(raw: bytes) -> tuple[dict[int, LedgerEntry], int]:
+    """The live entries of a ledger file, and its line count. Never raises: a damaged ledger only costs
+    the reaping of leftovers, and must never stop a start."""
+    entries: dict[int, LedgerEntry] = {}
+    if raw.lstrip().startswith(b"["):  # an earlier version's single JSON array
+        try:
+            return {e.pid: e for e in msgspec.json.decode(raw, type=list[LedgerEntry])}, 1
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return {}, 1
+    lines = raw.splitlines()
+    for line in lines:
+        try:
+            item = _decode_item(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # a torn last line (a crash mid-write), or damage: skip it
+        if isinstance(item, _Gone):
+            entries.pop(item.gone, None)
+        else:
+            entries[item.pid] = item
+    return entries, len(lines)
+
+
+class _AnyItem(msgspec.Struct):
+    """Just enough of a line to tell a removal from an entry."""
+
+    gone: int | None = None
+
+
+def _decode_item(line: bytes) -> LedgerEntry | _Gone:
+    if _probe.decode(line).gone is not None:
+        return msgspec.json.decode(line, type=_Gone)
+    return msgspec.json.decode(line, type=LedgerEntry)
+
+
+_probe = msgspec.json.Decoder(_AnyItem)

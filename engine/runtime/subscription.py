@@ -35,6 +35,8 @@ _CATCH_UP_CHUNK = 512
 class Subscription:
     """An async iterator of ``list[Record]`` batches. Use via ``Runtime.subscribe`` (a context manager).
 
+    Batches are never empty, except once after each :meth:`poke`.
+
     Cancellation: a cancelled ``__anext__`` loses nothing; the next call returns what is pending.
     """
 
@@ -48,6 +50,7 @@ class Subscription:
         self._wake: trio.Event | None = None
         self._live = False
         self._lagged = False
+        self._poked = False
         self._closed = False  # the log will push nothing more
         self._done = False  # the iteration is over
         #: The seq of the last entry delivered (or skipped by the stream filter) — the resume point.
@@ -79,6 +82,7 @@ class Subscription:
         # A checkpoint that cannot lose data: cancellation is taken only before anything is consumed, and
         # a batch, once taken, is returned through a shielded scheduling point.
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             if self._done:
                 raise StopAsyncIteration
@@ -92,6 +96,7 @@ class Subscription:
             elif self._buf:
                 pending = list(self._buf)
                 self._buf.clear()
+                self._poked = False  # something is delivered anyway
                 batch = self._take(pending)
             elif self._lagged:
                 self._finish()
@@ -99,12 +104,20 @@ class Subscription:
             elif self._closed:
                 self._finish()
                 raise StopAsyncIteration
+            elif self._poked:
+                self._poked = False
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return []
             else:
                 self._wake = trio.Event()
                 await self._wake.wait()
+                waited = True
                 continue
             if batch:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if not waited:
+                    # Every call passes a scheduling point; one that waited for the batch already has.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
 
     def _catch_up(self) -> list[Record]:
@@ -153,6 +166,15 @@ class Subscription:
             self._journal._drop(self)
         else:
             self._buf.extend(records)
+        if self._wake is not None:
+            self._wake.set()
+
+    def poke(self) -> None:
+        """Make a pending (or the next) live read return an empty batch, unless entries come first.
+
+        For a front-end's heartbeat: its one task waits for entries *or* a poke, with no timer per read.
+        """
+        self._poked = True
         if self._wake is not None:
             self._wake.set()
 

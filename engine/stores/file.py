@@ -52,8 +52,11 @@ class FileLogStore:
         self._offsets = offsets
         self._size = size
         self._fsync = fsync
-        #: A lifecycle entry was appended but not fsynced yet (policy ``lifecycle``); see :meth:`sync`.
-        self.sync_pending = False
+        # Lifecycle appends made (event loop) and covered by a finished fsync (worker thread). Counting
+        # instead of a flag: a flag cleared when an fsync *starts* would tell a second caller "done"
+        # while the first fsync is still running.
+        self._appended_gen = 0
+        self._synced_gen = 0
         # sync() may run in a worker thread: never fsync a descriptor that close() is releasing.
         self._sync_lock = threading.Lock()
         self._closed = False
@@ -95,6 +98,11 @@ class FileLogStore:
         return store
 
     @property
+    def sync_pending(self) -> bool:
+        """A lifecycle entry was appended and no finished fsync covers it yet (policy ``lifecycle``)."""
+        return self._appended_gen > self._synced_gen
+
+    @property
     def last_seq(self) -> int:
         """The seq of the last entry (0 when empty)."""
         return len(self._offsets)
@@ -114,7 +122,7 @@ class FileLogStore:
             elif self._fsync == "lifecycle" and any(
                 type(r.entry) is not CliLine and kind_of(r.entry) in _LIFECYCLE_KINDS for r in records
             ):
-                self.sync_pending = True
+                self._appended_gen += 1
         except OSError as exc:
             # Undo a partial write so the file still ends on a line boundary and the append can be retried.
             with contextlib.suppress(OSError):
@@ -154,13 +162,13 @@ class FileLogStore:
     def sync(self) -> None:
         """fsync what was appended if a lifecycle entry is not on disk yet. Safe from a worker thread."""
         with self._sync_lock:
-            if self.sync_pending and not self._closed:
-                self.sync_pending = False
+            target = self._appended_gen
+            if target > self._synced_gen and not self._closed:
                 try:
                     os.fsync(self._fd)
                 except OSError as exc:
-                    self.sync_pending = True
                     raise LogError(f"cannot sync log {self.path}: {exc.strerror}") from exc
+                self._synced_gen = max(self._synced_gen, target)
 
     def close(self) -> None:
         """Sync what is pending, then close the file (idempotent)."""
@@ -169,7 +177,7 @@ class FileLogStore:
                 if self.sync_pending:
                     with contextlib.suppress(OSError):
                         os.fsync(self._fd)
-                    self.sync_pending = False
+                    self._synced_gen = self._appended_gen
                 self._closed = True
                 os.close(self._fd)
 

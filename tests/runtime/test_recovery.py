@@ -188,3 +188,25 @@ async def test_the_ledger_holds_live_processes_only(tmp_path: Path) -> None:
         pids = {e.pid for e in rt.ledger.entries()}
         assert rt.session(info.id).pid in pids
     assert len(ProcessLedger(tmp_path / "processes.json")) == 0
+
+
+def test_the_ledger_is_appended_and_reads_back_after_a_torn_write(tmp_path: Path) -> None:
+    """One line per change (no rewrite per spawn); a crash mid-write leaves a torn last line, which is
+    skipped; many changes compact the file down to the live entries."""
+    path = tmp_path / "processes.json"
+    ledger = ProcessLedger(path)
+    me = os.getpid()
+    ledger.add(me, ["python"])
+    ledger.add(999_999_998, ["gone-1"])
+    ledger.remove(999_999_998)
+    assert len(path.read_bytes().splitlines()) == 3
+    with path.open("ab") as f:
+        f.write(b'{"pid": 12, "argv": ["tor')  # what a SIGKILL mid-write can leave
+    reloaded = ProcessLedger(path)
+    assert [e.pid for e in reloaded.entries()] == [me]
+    for i in range(600):
+        reloaded.add(1_000_000 + i, ["x"])
+        reloaded.remove(1_000_000 + i)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) < 300, len(lines)  # compacted at least once
+    assert [e.pid for e in ProcessLedger(path).entries()] == [me]
