@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 from collections import deque
 from typing import Any, Final
@@ -38,7 +39,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState as WsState
+from wsproto.events import TextMessage
 
 from adapters import views
 from adapters.config import ServerConfig
@@ -123,6 +133,64 @@ class _Outbox:
         if len(self._frames) < self._limit:
             self._room.set()
         return frame
+
+
+class _DirectSend:
+    """Text frames written straight to the socket when the kernel takes them whole (the common case).
+
+    ``WebSocketConnection.send_message`` passes through a lock and trio's ``send_all`` — two trips
+    through the scheduler per frame, which at thousands of frames a second made the WebSocket path
+    several times slower than SSE at the tail. This does what it does (wsproto builds the frame, the
+    stream lock serialises writers) but writes at once when nobody else is writing, and falls back to
+    the locked ``send_all`` for whatever the kernel does not take. It relies on trio-websocket's
+    internals (``_wsproto``, ``_stream``, ``_stream_lock``, ``_close_reason``): :meth:`of` checks they
+    are there and returns None otherwise (then ``send_message`` is used), and a test fails when a
+    trio-websocket release no longer has them.
+    """
+
+    def __init__(self, ws: WebSocketConnection, stream: trio.SocketStream) -> None:
+        self._ws = ws
+        self._stream = stream
+        self._lock: trio.StrictFIFOLock = ws._stream_lock
+        self._proto: WSConnection = ws._wsproto
+
+    @classmethod
+    def of(cls, ws: WebSocketConnection) -> _DirectSend | None:
+        stream = getattr(ws, "_stream", None)
+        lock = getattr(ws, "_stream_lock", None)
+        proto = getattr(ws, "_wsproto", None)
+        if (
+            isinstance(stream, trio.SocketStream)
+            and isinstance(lock, trio.StrictFIFOLock)
+            and isinstance(proto, WSConnection)
+            and hasattr(ws, "_close_reason")
+        ):
+            return cls(ws, stream)
+        return None
+
+    async def send_text(self, frame: bytes) -> None:
+        """Send ``frame`` (UTF-8 JSON) as one text message. Raises ConnectionClosed when it is gone."""
+        ws = self._ws
+        if ws._close_reason is not None or self._proto.state is not WsState.OPEN:
+            await ws.send_message(frame.decode())  # raises ConnectionClosed as trio-websocket does
+            return
+        data = self._proto.send(TextMessage(data=frame.decode()))
+        sent = 0
+        if not self._lock.locked():
+            try:
+                sent = os.write(self._stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ConnectionClosed(CloseReason(1006, f"write failed: {exc.strerror}")) from exc
+            if sent == len(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()  # still one scheduling point per send
+                return
+        async with self._lock:
+            try:
+                await self._stream.send_all(data[sent:])
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionClosed(CloseReason(1006, "the connection broke")) from exc
 
 
 class _WsError(Exception):
@@ -238,10 +306,14 @@ class _Connection:
     async def _writer(self) -> None:
         # One writer per connection: frames from many subscriptions never interleave mid-send, and a
         # client that stops reading blocks only this connection's outbox.
+        direct = _DirectSend.of(self.ws)
         try:
             while True:
                 frame = await self.outbox.get()
-                await self.ws.send_message(frame.decode())
+                if direct is not None:
+                    await direct.send_text(frame)
+                else:
+                    await self.ws.send_message(frame.decode())
         except ConnectionClosed:
             self.nursery.cancel_scope.cancel()
 

@@ -82,7 +82,7 @@ def _announce(http: int, ws: int | None) -> None:
 
 
 async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
-    from adapters.server import run_server
+    from adapters.server import freeze_startup_heap, run_server
     from engine.runtime.config import AgentConfig, RuntimeConfig
 
     binary = _common.emitter_binary(Path(data_dir))
@@ -96,6 +96,7 @@ async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
     server = ServerConfig(port=0, ws_port=0, heartbeat_s=15.0, send_timeout_s=30.0)
     async with trio.open_nursery() as nursery:
         ports = await nursery.start(run_server, server, runtime)
+        freeze_startup_heap()  # as `turnstile serve` does
         _announce(ports.http, ports.ws)
         await _stdin_closed()
         nursery.cancel_scope.cancel()

@@ -14,7 +14,7 @@ without a newline is reported as :class:`Truncated`.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
@@ -64,6 +64,22 @@ class LineFramer:
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Add ``chunk``; return the frames it completes, in order."""
+        if not self._overflow:
+            # The common case in one C-level split: the chunk completes lines, none over the limit
+            # (a pipe read under load holds hundreds of them). Anything else goes the careful way.
+            last = chunk.rfind(b"\n")
+            if last >= 0:
+                lines = chunk[:last].split(b"\n")
+                if self._buf:
+                    lines[0] = bytes(self._buf) + lines[0]
+                if max(map(len, lines)) <= self.max_line:
+                    self._buf.clear()
+                    if last + 1 < len(chunk):
+                        self._take(chunk, last + 1, len(chunk))
+                    return cast(list[Frame], lines)
+        return self._feed_each(chunk)
+
+    def _feed_each(self, chunk: bytes) -> list[Frame]:
         out: list[Frame] = []
         start = 0
         n = len(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -98,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"turnstile serve: {exc}", file=sys.stderr)
         return 2
-    from adapters.server import run_server
+    from adapters.server import freeze_startup_heap, run_server
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_server, server, runtime, handle_signals=True))
+            freeze_startup_heap()
 
     print(
         f"turnstile: serving on http://{server.host}:{server.port} (agent {runtime.default_agent.agent}, "
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        trio.run(lambda: run_server(server, runtime, handle_signals=True))
+        trio.run(serve)
     except OSError as exc:
         print(f"turnstile serve: cannot listen: {exc}", file=sys.stderr)
         return 2

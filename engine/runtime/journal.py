@@ -29,6 +29,7 @@ import trio
 from engine.errors import LogError
 from engine.framing import Frame
 from engine.log import (
+    CliLine,
     Entry,
     Record,
     StreamEnded,
@@ -50,8 +51,8 @@ __all__ = ["Folder", "Journal"]
 class Folder(Protocol):
     """What a journal needs of a fold: apply an entry, and say which entries must follow at once."""
 
-    def apply(self, entry: Entry, view: Message | None) -> bool:
-        """Fold one entry; True when it changed some lifecycle state (cheap hint for :meth:`settle`)."""
+    def apply(self, entry: Entry, view: Message | None) -> object:
+        """Fold one entry; truthy when it changed some lifecycle state (cheap hint for :meth:`settle`)."""
         ...
 
     def settle(self) -> list[Entry]:
@@ -142,9 +143,11 @@ class Journal:
             raise LogError(f"log {self.name} is closed; no more entries can be appended")
         self._store(records)
         changed = False
+        apply = self.folder.apply if self.folder is not None else None
         for entry, view in zip(entries, views, strict=True):
-            self._index(entry)
-            if self.folder is not None and self.folder.apply(entry, view):
+            if type(entry) is not CliLine:  # the bulk of entries: CLI lines, which index nothing
+                self._index(entry)
+            if apply is not None and apply(entry, view):
                 changed = True
         for sub in list(self._live):
             sub._push(records)

@@ -362,7 +362,7 @@ class Runtime:
 
     def _count(self, records: Sequence[Record]) -> None:
         for rec in records:
-            if isinstance(rec.entry, StreamEnded):
+            if type(rec.entry) is StreamEnded:
                 self._count_end(rec.entry)
 
     def _count_end(self, entry: StreamEnded) -> None:

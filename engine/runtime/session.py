@@ -27,7 +27,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,10 +82,9 @@ class SessionFolder:
         self.fold = fold
         self._ended = journal_ended
         self._session = session
-
-    def apply(self, entry: Entry, view: Message | None) -> bool:
-        """Fold the entry; True when something changed."""
-        return bool(self.fold.apply(entry, view))
+        #: Fold an entry; truthy (the changes) when something changed. The fold's own method: the journal
+        #: calls it for every entry, so no wrapper call in between.
+        self.apply: Callable[[Entry, Message | None], object] = fold.apply
 
     def settle(self) -> list[Entry]:
         """A ``stream.ended`` for every stream terminal by evidence but not ended yet."""
@@ -840,7 +839,7 @@ class Session:
     def _on_records(self, records: Sequence[Record]) -> None:
         for rec in records:
             entry = rec.entry
-            if isinstance(entry, StreamEnded) and entry.stream is not None:
+            if type(entry) is StreamEnded and entry.stream is not None:
                 ev = self._ended_events.pop(entry.stream, None)
                 if ev is not None:
                     ev.set()

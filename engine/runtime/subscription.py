@@ -134,19 +134,24 @@ class Subscription:
     def _take(self, records: Sequence[Record]) -> list[Record]:
         """Filter, cut after the stream's end, and advance ``last_seq``."""
         out: list[Record] = []
+        stream = self.stream
+        last = self.last_seq
         for rec in records:
-            if rec.entry.seq <= self.last_seq:
+            entry = rec.entry
+            if entry.seq <= last:
                 continue
-            self.last_seq = rec.entry.seq
-            if self.stream is None:
+            last = entry.seq
+            if stream is None:
                 out.append(rec)
                 continue
-            if rec.entry.stream != self.stream:
+            if entry.stream != stream:
                 continue
             out.append(rec)
-            if isinstance(rec.entry, StreamEnded):
+            if type(entry) is StreamEnded:
+                self.last_seq = last
                 self._finish()
                 break
+        self.last_seq = last
         return out
 
     # --- called by the journal (synchronously, from the writer) ------------------------------------------

@@ -97,3 +97,25 @@ def test_framing_is_chunking_independent(parts: list[bytes], cut: int) -> None:
             total += len(fr.raw)
     ends_open = bool(whole) and not isinstance(whole[-1], bytes) and not data.endswith(b"\n")
     assert total == len(data) + (1 if ends_open and isinstance(whole[-1], Oversized) else 0)
+
+
+@given(
+    st.lists(st.binary(max_size=90).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    st.lists(st.integers(min_value=1, max_value=120), min_size=1, max_size=8),
+    st.booleans(),
+)
+def test_the_one_split_fast_path_equals_the_careful_path(
+    lines: list[bytes], cuts: list[int], trailing_newline: bool
+) -> None:
+    """feed() splits whole chunks in one go when it can; the result must equal feeding byte ranges
+    through the careful path (the one that handles lines over the limit), for any chunking."""
+    data = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
+    chunks, i, k = [], 0, 0
+    while i < len(data):
+        chunks.append(data[i : i + cuts[k % len(cuts)]])
+        i += cuts[k % len(cuts)]
+        k += 1
+    fast, careful = LineFramer(max_line=64, keep=16), LineFramer(max_line=64, keep=16)
+    got = [fr for c in chunks for fr in fast.feed(c)] + fast.eof()
+    want = [fr for c in chunks for fr in careful._feed_each(c)] + careful.eof()
+    assert got == want
