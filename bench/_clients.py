@@ -35,32 +35,38 @@ class Received:
             self.latencies.append(now - int(m.group(1)))
 
 
-async def http_json(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One HTTP/1.1 request with a JSON body; the status and the decoded JSON answer (or None)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        conn = h11.Connection(h11.CLIENT)
-        data = b"" if body is None else json.dumps(body).encode()
-        headers = [("host", "127.0.0.1"), ("content-length", str(len(data))), ("connection", "close")]
-        if body is not None:
-            headers.append(("content-type", "application/json"))
-        await stream.send_all(conn.send(h11.Request(method=method, target=path, headers=headers)))
-        await stream.send_all(conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
-        status = 0
-        chunks: list[bytes] = []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-        raw = b"".join(chunks)
+async def http_json(
+    port: int, method: str, path: str, body: Any = None, limit_s: float = 30
+) -> tuple[int, Any]:
+    """One HTTP/1.1 request with a JSON body; the status and the decoded JSON answer (None when empty,
+    the raw bytes when it is not JSON)."""
+    with trio.fail_after(limit_s):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            data = b"" if body is None else json.dumps(body).encode()
+            headers = [("host", "127.0.0.1"), ("content-length", str(len(data))), ("connection", "close")]
+            if body is not None:
+                headers.append(("content-type", "application/json"))
+            out = conn.send(h11.Request(method=method, target=path, headers=headers))
+            await stream.send_all(out + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+            status = 0
+            chunks: list[bytes] = []
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(262144))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+    raw = b"".join(chunks)
+    try:
         return status, json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return status, raw
 
 
 async def sse_client(

@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 import h11  # noqa: E402
 import trio  # noqa: E402
 
+from bench._clients import http_json as http  # noqa: E402
 from tests.procs import descendants, rss_bytes  # noqa: E402
 from tests.reliability.clients import until  # noqa: E402
 from tests.reliability.servers import ServerProcess, wait_healthy  # noqa: E402
@@ -192,36 +193,6 @@ async def read_sse(
         if not started:
             task_status.started()
     return r
-
-
-async def http(port: int, method: str, path: str, body: Any = None, limit_s: float = 30) -> tuple[int, Any]:
-    """One HTTP/1.1 request (JSON in, JSON out); (status, decoded body or raw bytes)."""
-    with trio.fail_after(limit_s):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            conn = h11.Connection(h11.CLIENT)
-            data = b"" if body is None else json.dumps(body).encode()
-            headers = [("host", "127.0.0.1"), ("content-length", str(len(data))), ("connection", "close")]
-            if body is not None:
-                headers.append(("content-type", "application/json"))
-            out = conn.send(h11.Request(method=method, target=path, headers=headers))
-            await stream.send_all(out + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
-            status, chunks = 0, []
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(262144))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    break
-    raw = b"".join(chunks)
-    try:
-        return status, json.loads(raw) if raw.strip() else None
-    except ValueError:
-        return status, raw
 
 
 async def log_of(port: int, sid: str) -> list[dict[str, Any]]:
