@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -169,6 +169,8 @@ _TURN_SYSTEM_SUBTYPES: Final = frozenset(
     {"init", "status", "compact_boundary", "api_retry", "thinking_tokens"}
 )
 _REASON_MAX: Final = 300
+# The views a stream's line hands to the session (a tuple, built once: ``A | B`` is rebuilt per call).
+_SESSION_VIEWS: Final = (SystemMessage, ConversationReset)
 
 
 class Change(NamedTuple):
@@ -183,6 +185,10 @@ class Change(NamedTuple):
     source: str
     dest: str
     seq: int
+
+
+# Builds a Change without the Python-level ``__new__`` that NamedTuple generates (a fold makes one per move).
+_change: Final = tuple.__new__
 
 
 class Violation(msgspec.Struct, frozen=True, kw_only=True):
@@ -489,12 +495,24 @@ class SessionFold:
         Never raises on any entry sequence.
         """
         ts = entry.ts
-        if ts is not None and (self._now.ts is None or ts > self._now.ts):
-            self._now.ts = ts
-        changes: list[Change] = []
+        if ts is not None:
+            now = self._now
+            if now.ts is None or ts > now.ts:
+                now.ts = ts
         if type(entry) is CliLine:
+            # Token deltas — most lines — of a known stream: counted, nothing else (see _on_cli).
+            if type(view) is StreamEvent and type(view.event) is ContentBlockDelta:
+                sid = entry.stream
+                s = self._active_view if sid is None else self.streams.get(sid)
+                if s is not None:
+                    if sid is not None:
+                        self._infer = False
+                    s._deltas += 1
+                    return []
+            changes: list[Change] = []
             self._on_cli(entry, view, changes)
             return changes
+        changes = []
         handler = _HANDLERS.get(type(entry))
         if handler is not None:  # None: stderr, pool and store entries, unknown kinds — nothing to fold
             handler(self, entry, changes)
@@ -518,7 +536,7 @@ class SessionFold:
             )
             return
         if dest != source:
-            changes.append(Change("session", sid, trigger, source, dest, seq))
+            changes.append(_change(Change, ("session", sid, trigger, source, dest, seq)))
             if dest in self._sk.terminal:
                 self._sk.remove(model)
                 self._release.live.pop(model, None)
@@ -546,7 +564,7 @@ class SessionFold:
             return False
         if dest == source:
             return True
-        changes.append(Change("stream", s._id, trigger, source, dest, entry.seq))
+        changes.append(_change(Change, ("stream", s._id, trigger, source, dest, entry.seq)))
         s._clock.enter(dest, entry.ts)
         if dest in _TERMINAL:
             s._reason = reason
@@ -574,7 +592,7 @@ class SessionFold:
         s = StreamView(sid, model, StateClock(model.state, entry.ts, self._phases), self._now, entry.seq)
         self.streams[sid] = s
         self._open[sid] = s
-        changes.append(Change("stream", sid, NEW, "", model.state, entry.seq))
+        changes.append(_change(Change, ("stream", sid, NEW, "", model.state, entry.seq)))
         return s
 
     def _active(self) -> StreamView | None:
@@ -779,10 +797,9 @@ class SessionFold:
                     entry.seq, "stream", entry.stream, "", "", "a CLI line for a stream never opened"
                 )
         else:
-            s = self._active()
-        vt = type(view)
+            s = self._active_view
         # Token deltas first and fast: counted, never transitioned.
-        if vt is StreamEvent and type(cast(StreamEvent, view).event) is ContentBlockDelta:
+        if type(view) is StreamEvent and type(view.event) is ContentBlockDelta:
             if s is not None:
                 s._deltas += 1
             elif self._infer:
@@ -823,35 +840,33 @@ class SessionFold:
 
         Returns ``"result"`` when the line was a result (already folded, triggers included).
         """
-        vt = type(view)
-        if vt is StreamEvent:
-            view = cast(StreamEvent, view)
+        # Most frequent first; exact types (a subclass would be a different message).
+        if type(view) is StreamEvent:
             if view.parent_tool_use_id is not None:
                 return None  # a sub-agent's stream: the parent's tool is still running
             event = view.event
             et = type(event)
             if et is MessageStart:
                 return "think"
-            if et is ContentBlockStart:
-                bt = type(cast(ContentBlockStart, event).content_block)
+            if type(event) is ContentBlockStart:
+                bt = type(event.content_block)
                 if bt is TextBlock:
                     return "respond"
                 if bt is ThinkingBlock or bt is RedactedThinkingBlock:
                     return "think"
             return None
-        if vt is AssistantMessage:
-            view = cast(AssistantMessage, view)
+        if type(view) is AssistantMessage:
             if view.parent_tool_use_id is not None:
                 return None
             if view.aborted and s._aborted is None:
                 s._aborted = "the CLI marked the answer aborted"
             return self._assistant_trigger(s, view)
-        if vt is UserMessage:
-            return self._user_line(s, cast(UserMessage, view))
-        if vt is ResultMessage:
-            self._result(s, cast(ResultMessage, view), entry, changes)
+        if type(view) is UserMessage:
+            return self._user_line(s, view)
+        if type(view) is ResultMessage:
+            self._result(s, view, entry, changes)
             return "result"
-        if isinstance(view, SystemMessage | ConversationReset):
+        if isinstance(view, _SESSION_VIEWS):
             self._session_line(view)
         return None
 
@@ -860,7 +875,7 @@ class SessionFold:
         for block in view.message.content:
             bt = type(block)
             if bt is ToolUseBlock or bt is ServerToolUseBlock:
-                tool_id = cast(ToolUseBlock | ServerToolUseBlock, block).id
+                tool_id = block.id  # type: ignore[union-attr]
                 s._tool_ids.add(tool_id)
                 if bt is ToolUseBlock:
                     # server tools return inside the API response; only client tools await a tool_result
@@ -904,7 +919,7 @@ class SessionFold:
         outcome, reason = result_outcome(view, interrupt_by=s._interrupt_by, aborted=s._aborted)
         self._fire_stream(s, _OUTCOME_TRIGGER[outcome], entry, changes, reason)
         # Only the CLI's result frees the CLI: the session is idle again once no other turn is in flight.
-        if self._session.state in ("busy", "interrupting") and self._active() is None:
+        if self._session.state in ("busy", "interrupting") and self._active_view is None:
             self._fire_session("turn_ended", entry.seq, changes)
 
 

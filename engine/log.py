@@ -451,7 +451,7 @@ def entry_from_frame(
     view: Message | LineError | None
     if frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
         view = decode_message(frame)
-        tag = _VIEW_TAGS.get(type(view))
+        tag = VIEW_TAGS.get(type(view))
         # The common case in one step: a typed message, ASCII (so valid UTF-8 — see below).
         if tag is not None and frame.isascii():
             return CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=msgspec.Raw(frame)), view  # type: ignore[return-value]
@@ -461,12 +461,12 @@ def entry_from_frame(
         if not line:
             return None
         view = decode_line(line)
-    tag = _VIEW_TAGS.get(type(view))
+    tag = VIEW_TAGS.get(type(view))
     # msgspec does not validate the UTF-8 of fields it skips; a CLI line kept raw must be valid UTF-8
     # or the log line embedding it would not be JSON (isascii is the fast pre-check).
-    if tag is not None and (line.isascii() or _valid_utf8(line)):
+    if tag is not None and (line.isascii() or valid_utf8(line)):
         return CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=msgspec.Raw(line)), cast(Message, view)
-    if isinstance(view, UnknownMessage | InvalidMessage) and _valid_utf8(line):
+    if isinstance(view, UnknownMessage | InvalidMessage) and valid_utf8(line):
         return CliLine(seq=seq, ts=ts, stream=stream, type=view.type, msg=msgspec.Raw(line)), view
     error = view if isinstance(view, LineError) else LineError(reason="malformed", error="not valid UTF-8")
     raw, encoding = raw_field(frame)
@@ -486,14 +486,14 @@ def entries_from_frames(
     """
     out: list[tuple[Entry, Message | None]] = []
     append = out.append
-    tags = _VIEW_TAGS
+    tags = VIEW_TAGS
     decode = decode_message
     raw = msgspec.Raw
     for frame in frames:
         if type(frame) is bytes and frame and frame[0] == 0x7B and frame[-1] == 0x7D:
             view = decode(frame)
             tag = tags.get(type(view))
-            if tag is not None and (frame.isascii() or _valid_utf8(frame)):
+            if tag is not None and (frame.isascii() or valid_utf8(frame)):
                 entry = CliLine(seq=seq, ts=ts, stream=stream, type=tag, msg=raw(frame))
                 append((entry, view))  # type: ignore[arg-type]
                 seq += 1
@@ -505,7 +505,8 @@ def entries_from_frames(
     return out
 
 
-def _valid_utf8(line: bytes) -> bool:
+def valid_utf8(line: bytes) -> bool:
+    """Whether ``line`` is valid UTF-8 (a CLI line kept raw in a log entry must be)."""
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
@@ -558,8 +559,8 @@ def _struct_tags(union: Any) -> dict[type, str]:
     return out
 
 
-# The ``type`` of every typed view class (system subtype views included), for the hot path.
-_VIEW_TAGS: Final[dict[type, str]] = _struct_tags(StdoutMessage)
+VIEW_TAGS: Final[dict[type, str]] = _struct_tags(StdoutMessage)
+"""The ``type`` of every typed view class (system subtype views included), for the hot paths."""
 
 
 def view_of(entry: CliLine) -> Message | LineError:

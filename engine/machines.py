@@ -39,11 +39,10 @@ How we use transitions, and why:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import cache
-from typing import Any, Final
+from typing import Any, Final, TypeAlias, cast
 
 from transitions import Event, EventData, Machine, State, Transition
 
@@ -94,10 +93,46 @@ class _QuietTransition(Transition):
         if machine.before_state_change or self.before:
             machine.callbacks([*machine.before_state_change, *self.before], event_data)
         if self.dest:
-            self._change_state(event_data)
+            # transitions' _change_state: exit the source, set the model's state, enter the destination,
+            # then the machine's on_final for a final state (each state looked up once, not three times).
+            states = machine.states
+            source = states[self.source]
+            if source.on_exit:
+                source.exit(event_data)
+            dest = states[self.dest]
+            setattr(event_data.model, machine.model_attribute, dest.value)
+            event_data.state = dest
+            if dest.on_enter:
+                dest.enter(event_data)
+            if dest.final and machine.on_final:
+                machine.callbacks(machine.on_final, event_data)
         if self.after or machine.after_state_change:
             machine.callbacks([*self.after, *machine.after_state_change], event_data)
         return True
+
+
+class _QuietEvent(Event):
+    """``Event.trigger`` for a machine built as :class:`MachineKind` builds it — no queue, no machine-level
+    ``prepare_event`` / ``finalize_event`` / ``on_exception`` callbacks (checked there) — minus the
+    ``functools.partial`` hop through ``Machine._process`` and the calls over those empty lists.
+
+    The same steps as transitions: look the model's state up, refuse a trigger with no transition from it
+    (``MachineError``), try the transitions from that state in order until one executes. An exception
+    propagates, as it does without ``on_exception``.
+    """
+
+    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
+        state = self.machine.get_model_state(model)
+        if state.name not in self.transitions:
+            self._is_valid_source(state)  # raises MachineError (ignore_invalid_triggers is off)
+        # (MachineKind.fire runs the same loop inline, with the state and transitions looked up in advance)
+        event_data = EventData(state, self, self.machine, model, args=args, kwargs=kwargs)
+        for trans in self.transitions[state.name]:
+            event_data.transition = trans
+            if trans.execute(event_data):
+                event_data.result = True
+                return True
+        return False
 
 
 class _LeanMachine(Machine):
@@ -110,18 +145,31 @@ class _LeanMachine(Machine):
 
     state_cls = _QuietState
     transition_cls = _QuietTransition
+    event_cls = _QuietEvent
+
+    def get_state(self, state: str | Enum) -> State:
+        # Our states are plain strings: one dict lookup (transitions first checks for an Enum). Anything
+        # else, or an unknown name, takes transitions' own path (and its error).
+        if type(state) is str:
+            found = self.states.get(state)
+            if found is not None:
+                return found
+        return super().get_state(state)
 
     def add_model(self, model: Any, initial: str | Enum | State | None = None) -> None:
         state = initial if initial is not None else self.initial
         if state is None:  # pragma: no cover - every spec has an initial state
             raise ValueError("no initial state configured for the machine")
+        value = (state if isinstance(state, State) else self.get_state(state)).value
         for mod in model if isinstance(model, list) else [model]:
             if mod not in self.models:
-                self.set_state(state, model=mod)
+                setattr(mod, self.model_attribute, value)  # what set_state does, for one model
                 self.models.append(mod)
 
 
+_Route: TypeAlias = tuple[_QuietEvent, State, list[Transition]]
 _STAY: Final = "="  # table marker: an unguarded transition back to its own source
+_NO_ROUTE: Final[Any] = object()
 
 
 def _condition(name: str) -> Callable[[object], bool]:
@@ -154,6 +202,11 @@ class MachineKind:
             ignore_invalid_triggers=False,
             name=f"{spec.name}: ",
         )
+        machine = self.machine
+        if machine.has_queue or machine.prepare_event or machine.finalize_event or machine.on_exception:
+            raise AssertionError(
+                "_QuietEvent skips the queue and machine-level event callbacks"
+            )  # pragma: no cover
         self._events: dict[str, Event] = dict(self.machine.events)
         # (state, trigger) -> "=" for an unguarded stay, else the trigger to run through transitions.
         self._plan: dict[tuple[str, str], str] = {}
@@ -161,6 +214,15 @@ class MachineKind:
             key = (edge.source, edge.trigger)
             unguarded_stay = edge.dest == edge.source and edge.guard is None and edge.unless is None
             self._plan[key] = _STAY if unguarded_stay and key not in self._plan else edge.trigger
+        # The same table resolved for fire(): the event, the source State and the event's transitions from
+        # it (looked up once here, not on every fire); None for an unguarded stay.
+        self._routes: dict[tuple[str, str], _Route | None] = {}
+        for (source, trigger), plan in self._plan.items():
+            if plan is _STAY:
+                self._routes[source, trigger] = None
+            else:
+                event = cast(_QuietEvent, self._events[plan])
+                self._routes[source, trigger] = (event, machine.states[source], event.transitions[source])
         self._dests: dict[tuple[str, str], tuple[str, ...]] = {}
         for edge in self.edges:
             key = (edge.source, edge.trigger)
@@ -174,7 +236,7 @@ class MachineKind:
 
     def remove(self, model: Model) -> None:
         """Take ``model`` out of the machine (a no-op when it is not in it). Its ``state`` stays readable."""
-        with contextlib.suppress(ValueError):
+        if model in self.machine.models:  # (not contextlib.suppress: this runs once per stream)
             self.machine.remove_model(model)
 
     def live(self) -> int:
@@ -190,13 +252,20 @@ class MachineKind:
         an exception from transitions here would mean the table and the machine disagree (a bug).
         """
         source = model.state
-        plan = self._plan.get((source, trigger))
-        if plan is None:
+        key = (source, trigger)
+        route = self._routes.get(key, _NO_ROUTE)
+        if route is None:
+            return source  # an unguarded stay: nothing to run
+        if route is _NO_ROUTE:
             return None
-        if plan is _STAY:
-            return source
-        if self._events[plan].trigger(model, ctx):
-            return model.state
+        # _QuietEvent.trigger's loop, inline: the event's transitions from the source, in order.
+        event, state, candidates = route
+        event_data = EventData(state, event, self.machine, model, args=(ctx,), kwargs={})
+        for trans in candidates:
+            event_data.transition = trans
+            if trans.execute(event_data):
+                event_data.result = True
+                return model.state
         return None
 
     def allows(self, state: str, trigger: str) -> bool:

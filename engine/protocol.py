@@ -91,8 +91,13 @@ __all__ = [
 ]
 
 
-class _Frozen(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every typed view: immutable, keyword-only, unknown JSON fields ignored (kept in raw)."""
+class _Frozen(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Base of every typed view: immutable, keyword-only, unknown JSON fields ignored (kept in raw).
+
+    Not tracked by the cyclic garbage collector (``gc=False``): a view holds JSON-decoded data only, which
+    can form no cycle, and every CLI line makes one or more views — tracking them would run the collector
+    several times per stdout chunk. (Do not build a view around a container that refers back to it.)
+    """
 
 
 # --------------------------------------------------------------------------------------------------
@@ -645,6 +650,8 @@ class LineError(_Frozen, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------------------------------
 
 _decoder: Final[msgspec.json.Decoder[StdoutMessage]] = msgspec.json.Decoder(StdoutMessage)
+_stream_decoder: Final[msgspec.json.Decoder[StreamEvent]] = msgspec.json.Decoder(StreamEvent)
+_result_decoder: Final[msgspec.json.Decoder[ResultMessage]] = msgspec.json.Decoder(ResultMessage)
 _block_decoder: Final[msgspec.json.Decoder[KnownBlock]] = msgspec.json.Decoder(KnownBlock)
 _KnownDelta: TypeAlias = TextDelta | InputJsonDelta | ThinkingDelta | SignatureDelta
 _delta_decoder: Final[msgspec.json.Decoder[_KnownDelta]] = msgspec.json.Decoder(_KnownDelta)
@@ -665,9 +672,32 @@ _SYSTEM_VIEWS: Final[dict[str, type[SystemMessage]]] = {
     "session_state_changed": SessionStateChanged,
 }
 _system_decoders: Final = {name: msgspec.json.Decoder(cls) for name, cls in _SYSTEM_VIEWS.items()}
-_system_decoders_b: Final = {name.encode(): dec for name, dec in _system_decoders.items()}
 _SYSTEM_MARK: Final = b'"type":"system","subtype":"'
 _SYSTEM_MARK_LEN: Final = len(_SYSTEM_MARK)
+
+
+def _subtype_key(data: bytes, at: int) -> int:
+    """A cheap key of the subtype starting at ``data[at]``: its first and sixth bytes (for ``init``, the
+    comma after it)."""
+    return data[at] << 8 | data[at + 5]
+
+
+def _system_fast_table() -> dict[int, tuple[str, msgspec.json.Decoder[Any]]]:
+    table: dict[int, tuple[str, msgspec.json.Decoder[Any]]] = {}
+    clashes: set[int] = set()
+    for name, decoder in _system_decoders.items():
+        key = _subtype_key(name.encode() + b'",', 0)
+        if key in table:
+            clashes.add(key)
+        table[key] = (name, decoder)
+    for key in clashes:  # subtypes that share a key take the general path
+        del table[key]
+    return table
+
+
+# The system fast path's table: key of the subtype as written -> (subtype, its view's decoder). The key only
+# picks a candidate; the decoded view's subtype must then be the candidate's.
+_SYSTEM_FAST: Final = _system_fast_table()
 
 
 class _Envelope(msgspec.Struct):
@@ -844,30 +874,42 @@ def decode_message(raw: bytes) -> Message | LineError:
     Returns a :data:`StdoutMessage`, an :class:`UnknownMessage`, an :class:`InvalidMessage`, or a
     :class:`LineError` for a line that is not a JSON object with a string ``type``.
     """
-    # Fast path for system lines as the CLI writes them (type, then subtype, at the start — after a
-    # recorder's "_t" at most): decode straight into the subtype's view instead of decoding the (often
-    # large) line twice. The view's decoder checks the type tag; anything else takes the general path.
-    # One-byte pre-check ('y' of `"type":"sy`) so that every other line skips the search: this runs for
-    # every line, and a token delta costs well under a microsecond in all.
-    at = -1
-    if len(raw) > 40:
-        start = 1
-        if raw[2] == 0x5F:  # a recorder's leading `{"_t":<13-digit ms>,`
-            start = 20 if raw[19] == 0x2C else raw.find(b",", 5, 40) + 1
-        if 0 < start < len(raw) - 9 and raw[start + 9] == 0x79 and raw.startswith(_SYSTEM_MARK, start):
-            at = start
-    if at >= 0:
-        start = at + _SYSTEM_MARK_LEN
-        subtype = raw[start : raw.find(b'"', start)]
-        decoder = _system_decoders_b.get(subtype)
-        if decoder is not None:
+    # Fast paths, each only ever returning what the general path below would (anything odd falls through
+    # to it), picked by one-byte checks at the places the CLI writes `"type"`: first, or right after a
+    # recorder's `{"_t":<13-digit ms>,`. This runs for every line; a token delta costs well under a
+    # microsecond in all, so the checks are a few byte reads, not searches.
+    try:
+        at = 20 if raw[2] == 0x5F else 1  # "_"
+        second = raw[at + 9]  # the type's second letter, when `"type"` comes first
+    except IndexError:  # too short for any of them
+        at, second = 1, 0
+    if second == 0x74:  # 't' of `"type":"st`: a stream event — most lines. Its own decoder checks the tag.
+        try:
+            return _stream_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass
+    elif second == 0x79 and raw.startswith(_SYSTEM_MARK, at):  # 'y' of `"type":"sy`
+        # A system line: decode straight into its subtype's view, instead of decoding the (often large)
+        # line twice (as a SystemMessage, then as its subtype).
+        try:
+            candidate = _SYSTEM_FAST.get(_subtype_key(raw, at + _SYSTEM_MARK_LEN))
+        except IndexError:
+            candidate = None
+        if candidate is not None:
             try:
-                view = decoder.decode(raw)
+                view = candidate[1].decode(raw)
             except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                pass  # the general path reports the problem
+                pass
             else:
-                if view.subtype.encode() == subtype:  # the mark was the top-level one
-                    return view
+                if view.subtype == candidate[0]:  # the line's (top-level) subtype is the candidate's
+                    return view  # type: ignore[no-any-return]
+    elif raw[at + 1 : at + 2] != b"t":  # the first key is not "type"
+        # The CLI writes a result's `type` near its end (2.1.x): the union decoder would scan the whole
+        # line for its tag before decoding it. Results are the only such lines: try the result's decoder.
+        try:
+            return _result_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass
     try:
         msg = _decoder.decode(raw)
     except msgspec.ValidationError as strict_error:

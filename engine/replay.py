@@ -20,7 +20,7 @@ from typing import Final
 import msgspec
 
 from engine.fold import POOL_ENTRIES, Change, PoolFold, SessionFold, StreamView, Violation
-from engine.log import CliDecodeError, CliOversized, LogRepaired, Outcome
+from engine.log import CliDecodeError, CliLine, CliOversized, LogRepaired, Outcome
 from engine.timing import TurnTiming
 from engine.transcript import Item
 
@@ -102,6 +102,7 @@ _DAMAGED: Final = frozenset({CliDecodeError, CliOversized, LogRepaired})
 def summarize(view: StreamView) -> StreamSummary:
     """A stream's summary as the replay reports it."""
     timing = view.timing
+    pct = timing.pct
     return StreamSummary(
         id=view.id,
         outcome=view.outcome,
@@ -109,10 +110,10 @@ def summarize(view: StreamView) -> StreamSummary:
         reason=view.reason,
         timing=timing,
         pct=Shares(
-            ttfe=timing.ttfe_pct,
-            thinking=timing.thinking_pct,
-            responding=timing.responding_pct,
-            tool=timing.tool_pct,
+            ttfe=pct(timing.ttfe_ms),
+            thinking=pct(timing.thinking_ms),
+            responding=pct(timing.responding_ms),
+            tool=pct(timing.tool_ms),
         ),
         tool_calls=view.tool_calls,
         deltas=view.deltas,
@@ -139,28 +140,31 @@ def replay(
     fold = SessionFold()
     pool = PoolFold()
     entries = 0
-    valid = 0
+    damaged = 0
     kept: list[TraceStep] | None = [] if keep_trace else None
+    traced = on_change is not None or kept is not None
+    apply = fold.apply
     try:
-        for item in items:
+        for _, entry, view in items:
             entries += 1
-            entry = item.entry
+            changes = apply(entry, view)
             et = type(entry)
-            if et not in _DAMAGED:
-                valid += 1
-            changes = fold.apply(entry, item.view)
-            if et in POOL_ENTRIES:
-                changes += pool.apply(entry)
-            for change in changes:
-                if on_change is not None:
-                    on_change(change)
-                if kept is not None:
-                    kept.append(TraceStep(**change._asdict()))
+            if et is not CliLine:  # CLI lines (most entries) are neither damaged nor the pool's
+                if et in _DAMAGED:
+                    damaged += 1
+                elif et in POOL_ENTRIES:
+                    changes += pool.apply(entry)
+            if traced:
+                for change in changes:
+                    if on_change is not None:
+                        on_change(change)
+                    if kept is not None:
+                        kept.append(TraceStep(**change._asdict()))
             if on_item is not None:
                 on_item(entries)
         return ReplayReport(
             entries=entries,
-            valid_entries=valid,
+            valid_entries=entries - damaged,
             session_state=fold.session_state,
             cli_session_id=fold.cli_session_id,
             streams=[summarize(view) for view in fold.streams.values()],

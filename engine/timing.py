@@ -23,7 +23,7 @@ process (:func:`turn_cost`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -102,11 +102,14 @@ class StateClock:
         if ts is None or self._entered is None:
             self._unknown = True
         elif not self._unknown:
-            self._spent[self._state] = self._spent.get(self._state, 0.0) + (ts - self._entered)
+            spent = self._spent
+            spent[self._state] = spent.get(self._state, 0.0) + (ts - self._entered)
         self._state = state
         self._entered = ts
-        self._note_first(state, ts)
-        if self._phases.get(state) == "done":
+        phase = self._phases.get(state)
+        if self._first is None and phase in _STREAMING_PHASES:
+            self._first = ts
+        if phase == "done":
             self._end = ts
 
     def _note_first(self, state: str, ts: float | None) -> None:
@@ -128,31 +131,45 @@ class StateClock:
         cost_usd: float | None = None,
     ) -> TurnTiming:
         """The timing so far: up to the terminal state, or up to ``now`` for a stream still open."""
-        end = self._end if self.stopped else now
-        counts: dict[str, Any] = {
-            "tool_calls": tool_calls,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost_usd,
-        }
-        if self._unknown or self._start is None or end is None or self._entered is None:
-            return TurnTiming(**counts)
-        by_phase = {"thinking": 0.0, "responding": 0.0, "tool": 0.0}
+        phases = self._phases
+        stopped = phases.get(self._state) == "done"
+        end = self._end if stopped else now
+        start = self._start
+        entered = self._entered
+        if self._unknown or start is None or end is None or entered is None:
+            return TurnTiming(
+                tool_calls=tool_calls,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+            )
+        thinking = responding = tool = 0.0
         for state, seconds in self._spent.items():
-            phase = self._phases.get(state)
-            if phase in by_phase:
-                by_phase[phase] += max(seconds, 0.0)
-        if not self.stopped:  # the current state is still running
-            phase = self._phases.get(self._state)
-            if phase in by_phase:
-                by_phase[phase] += max(end - self._entered, 0.0)
+            phase = phases.get(state)
+            if phase == "thinking":
+                thinking += max(seconds, 0.0)
+            elif phase == "responding":
+                responding += max(seconds, 0.0)
+            elif phase == "tool":
+                tool += max(seconds, 0.0)
+        if not stopped:  # the current state is still running
+            phase = phases.get(self._state)
+            if phase == "thinking":
+                thinking += max(end - entered, 0.0)
+            elif phase == "responding":
+                responding += max(end - entered, 0.0)
+            elif phase == "tool":
+                tool += max(end - entered, 0.0)
         return TurnTiming(
-            total_ms=_ms(end - self._start),
-            ttfe_ms=_ms(self._first - self._start) if self._first is not None else None,
-            thinking_ms=_ms(by_phase["thinking"]),
-            responding_ms=_ms(by_phase["responding"]),
-            tool_ms=_ms(by_phase["tool"]),
-            **counts,
+            total_ms=_ms(end - start),
+            ttfe_ms=_ms(self._first - start) if self._first is not None else None,
+            thinking_ms=_ms(thinking),
+            responding_ms=_ms(responding),
+            tool_ms=_ms(tool),
+            tool_calls=tool_calls,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
         )
 
 
@@ -160,10 +177,16 @@ def tokens_of(usage: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
     """``(input_tokens, output_tokens)`` of a result's ``usage`` (input includes cache writes and reads)."""
     if not usage:
         return None, None
-    parts = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
-    known = [p for p in parts if isinstance(p, int)]
+    total: int | None = None
+    for key in _INPUT_KEYS:
+        part = usage.get(key)
+        if isinstance(part, int):
+            total = (0 if total is None else total) + part  # as sum() does: a lone bool counts as 1
     output = usage.get("output_tokens")
-    return (sum(known) if known else None), (output if isinstance(output, int) else None)
+    return total, (output if isinstance(output, int) else None)
+
+
+_INPUT_KEYS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def turn_cost(total_cost_usd: float | None, previous_total: float | None) -> float | None:

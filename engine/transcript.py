@@ -15,14 +15,25 @@ constant memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Literal, NamedTuple, TypeAlias
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+from typing import Final, Literal, NamedTuple, TypeAlias
 
 import msgspec
 
 from engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
-from engine.log import AnyEntry, CliDecodeError, CliLine, decode_entry, entry_from_frame, raw_field, view_of
-from engine.protocol import LineError, Message
+from engine.log import (
+    VIEW_TAGS,
+    AnyEntry,
+    CliDecodeError,
+    CliLine,
+    decode_entry,
+    entry_from_frame,
+    raw_field,
+    valid_utf8,
+    view_of,
+)
+from engine.protocol import LineError, Message, StreamEvent, decode_message
 
 __all__ = ["Format", "Item", "frames_of", "read_entries", "sniff_format"]
 
@@ -50,6 +61,25 @@ _log_head = msgspec.json.Decoder(_LogHead)
 _recorder_time = msgspec.json.Decoder(_RecorderTime)
 
 
+class _StampedStreamEvent(StreamEvent, frozen=True, kw_only=True, tag="stream_event"):
+    """A stream event line decoded with the recorder's ``_t`` (the same fields, plus that one)."""
+
+    recorder_t: float | None = msgspec.field(default=None, name="_t")
+
+
+# read_entries rebuilds the StreamEvent from these fields: a field added to it must be added there too.
+if StreamEvent.__struct_fields__ != ("event", "session_id", "uuid", "parent_tool_use_id"):  # pragma: no cover
+    raise ImportError("engine.transcript: StreamEvent's fields changed; update read_entries")
+_stamped_decoder = msgspec.json.Decoder(_StampedStreamEvent)
+_STAMPED_ERRORS: Final = (
+    IndexError,
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    UnicodeDecodeError,
+    RecursionError,
+)
+
+
 def sniff_format(line: bytes) -> Format:
     """``turnstile`` when the line is a log entry (has ``kind`` and ``seq``), else ``transcript``."""
     try:
@@ -66,23 +96,108 @@ def read_entries(frames: Iterable[Frame], *, decode_views: bool = True) -> Itera
     ``malformed``) at its line number, so a damaged log can still be inspected. With ``decode_views``
     false, CLI lines are not decoded into typed views (faster when only entries are needed).
     """
-    fmt: Format | None = None
-    seq = 0
-    for line_no, frame in enumerate(frames, start=1):
-        if isinstance(frame, bytes):
-            if not frame.strip():
+    it = iter(frames)
+    line_no = 0
+    for first in it:
+        line_no += 1
+        if isinstance(first, bytes):
+            if not first.strip():
                 continue
-            if fmt is None:
-                fmt = sniff_format(frame.strip())
-        elif isinstance(frame, Truncated) and not frame.raw.strip():
+            fmt = sniff_format(first.strip())
+        elif isinstance(first, Truncated) and not first.raw.strip():
             continue  # trailing whitespace without a newline: no content
-        elif fmt is None:
-            fmt = "transcript"
-        seq += 1
-        if fmt == "turnstile":
-            yield _log_item(line_no, seq, frame, decode_views)
         else:
-            yield _transcript_item(line_no, seq, frame)
+            fmt = "transcript"
+        break
+    else:
+        return
+    # The format is known from the first meaningful line on: one loop per format, each with its common
+    # case inline (this runs per line of files of millions of lines).
+    seq = 1
+    item = _item
+    if fmt == "turnstile":
+        yield _log_item(line_no, seq, first, decode_views)
+        decode = decode_entry
+        view_of_ = view_of
+        for frame in it:
+            line_no += 1
+            if type(frame) is bytes:
+                line = frame.strip()
+                if not line:
+                    continue
+                seq += 1
+                try:
+                    entry = decode(line)
+                except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                    yield _log_item(line_no, seq, frame, decode_views)
+                    continue
+                view = view_of_(entry) if decode_views and type(entry) is CliLine else None
+                yield item(Item, (line_no, entry, view))
+                continue
+            if _blank(frame):
+                continue
+            seq += 1
+            yield _log_item(line_no, seq, frame, decode_views)
+        return
+    yield _transcript_item(line_no, seq, first)
+    decode_view = decode_message
+    decode_stamped = _stamped_decoder.decode
+    tags = VIEW_TAGS
+    raw = msgspec.Raw
+    for frame in it:
+        line_no += 1
+        if type(frame) is bytes and frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
+            # A typed CLI message, as entry_from_frame makes it; anything else takes _transcript_item.
+            seq += 1
+            # A stream event (most lines; 't' of `"type":"st` where the CLI writes it, after the recorder's
+            # `{"_t":<13-digit ms>,` if any): its view and its `_t` in one decode, not two.
+            try:
+                stamped = decode_stamped(frame) if frame[29 if frame[2] == 0x5F else 10] == 0x74 else None
+            except _STAMPED_ERRORS:
+                stamped = None
+            if stamped is not None:
+                if frame.isascii() or valid_utf8(frame):
+                    t = stamped.recorder_t
+                    entry = CliLine(
+                        seq=seq,
+                        # as _recorder_ts: only a literal "_t" key counts (not an escaped one)
+                        ts=t / 1000.0 if t is not None and b'"_t"' in frame else None,
+                        stream=None,
+                        type="stream_event",
+                        msg=raw(frame),
+                    )
+                    event = StreamEvent(
+                        event=stamped.event,
+                        session_id=stamped.session_id,
+                        uuid=stamped.uuid,
+                        parent_tool_use_id=stamped.parent_tool_use_id,
+                    )
+                    yield item(Item, (line_no, entry, event))
+                else:
+                    yield _transcript_item(line_no, seq, frame)
+                continue
+            view = decode_view(frame)
+            tag = tags.get(type(view))
+            if tag is not None and (frame.isascii() or valid_utf8(frame)):
+                entry = CliLine(seq=seq, ts=_recorder_ts(frame), stream=None, type=tag, msg=raw(frame))
+                yield item(Item, (line_no, entry, view))
+            else:
+                yield _transcript_item(line_no, seq, frame)
+            continue
+        if _blank(frame):
+            continue
+        seq += 1
+        yield _transcript_item(line_no, seq, frame)
+
+
+# An Item without the Python-level ``__new__`` that NamedTuple generates (one per line read).
+_item: Final = tuple.__new__
+
+
+def _blank(frame: Frame) -> bool:
+    if isinstance(frame, bytes):
+        return not frame.strip()
+    return isinstance(frame, Truncated) and not frame.raw.strip()
 
 
 def _log_item(line_no: int, seq: int, frame: Frame, decode_views: bool) -> Item:
@@ -102,14 +217,19 @@ def _log_item(line_no: int, seq: int, frame: Frame, decode_views: bool) -> Item:
     return Item(line_no, made[0], None)
 
 
+def _recorder_ts(frame: bytes) -> float | None:
+    """The recorder's ``_t`` (ms since the epoch) of a line, in seconds; None when it has none."""
+    if b'"_t"' not in frame:
+        return None
+    try:
+        t = _recorder_time.decode(frame).t
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        t = None
+    return t / 1000.0 if t is not None else None
+
+
 def _transcript_item(line_no: int, seq: int, frame: Frame) -> Item:
-    ts: float | None = None
-    if isinstance(frame, bytes) and b'"_t"' in frame:
-        try:
-            t = _recorder_time.decode(frame).t
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            t = None
-        ts = t / 1000.0 if t is not None else None
+    ts = _recorder_ts(frame) if isinstance(frame, bytes) else None
     made = entry_from_frame(frame, seq=seq, ts=ts, stream=None)
     if made is None:  # pragma: no cover - blank lines are skipped by the caller
         raise AssertionError("blank frame")
@@ -119,8 +239,35 @@ def _transcript_item(line_no: int, seq: int, frame: Frame) -> Item:
 
 def frames_of(data: bytes | Iterable[bytes], *, max_line: int | None = None) -> Iterator[Frame]:
     """Frame ``data`` (bytes, or an iterable of chunks such as a file read in blocks) into lines."""
-    framer = LineFramer(max_line or DEFAULT_MAX_LINE)
+    # One list of frames per chunk, flattened by chain (in C: no generator step per line).
+    return chain.from_iterable(_frames_per_chunk(data, max_line or DEFAULT_MAX_LINE))
+
+
+def _frames_per_chunk(data: bytes | Iterable[bytes], limit: int) -> Iterator[Sequence[Frame]]:
+    framer = LineFramer(limit)
     chunks: Iterable[bytes] = [data] if isinstance(data, bytes) else data
     for chunk in chunks:
-        yield from framer.feed(chunk)
-    yield from framer.eof()
+        if type(chunk) is not bytes:
+            yield framer.feed(chunk)
+            continue
+        # The same frames as framer.feed(chunk), faster: the chunk's complete lines are split in one call
+        # when none is over the limit (a line the framer holds a part of is finished by the framer first).
+        head: list[Frame] = []
+        if framer.pending:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                yield framer.feed(chunk)
+                continue
+            head = framer.feed(chunk[: nl + 1])
+            chunk = chunk[nl + 1 :]
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if len(chunk) - len(tail) > limit and max(map(len, lines)) > limit:
+            yield head + framer.feed(chunk)
+            continue
+        if head:
+            yield head
+        yield lines
+        if tail:
+            framer.feed(tail)  # has no newline: makes no frame, keeps the bytes (or starts an oversized line)
+    yield framer.eof()
