@@ -9,19 +9,19 @@ graceful shutdown waits on it. (Found by tests/reliability/test_slow_clients.py.
 reason hypercorn shields: never leave half a frame on the wire) but carry a deadline of their own: a
 write that makes no progress for ``send_timeout_s`` closes that connection, and the app's ``send``
 raises as for any vanished client. A write the kernel takes whole at once (the common case) goes straight
-to the socket, with no lock or timer. It is installed by
+to the socket, with no lock or timer (:mod:`adapters.direct_write`). It is installed by
 :func:`adapters.server.run_server`; embedders that serve :func:`adapters.http.create_app` with their own
 hypercorn call it too (``docs/embedding.md``).
 """
 
 from __future__ import annotations
 
-import os
-
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
+
+from adapters.direct_write import write_now
 
 __all__ = ["install"]
 
@@ -42,9 +42,7 @@ class _TimedTCPServer(TCPServer):
             # lock, timer or cancel scope is needed. Synchronous, so no other send can start in
             # between; anything the kernel does not take goes the normal (timed) way.
             try:
-                sent = os.write(stream.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
+                sent = write_now(stream, data)
             except OSError:
                 await self.protocol.handle(Closed())  # reset, broken pipe or closed: the client is gone
                 return

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 from collections import deque
 from typing import Any, Final
@@ -52,6 +51,7 @@ from wsproto.events import TextMessage
 
 from adapters import views
 from adapters.config import ServerConfig
+from adapters.direct_write import write_now
 from adapters.errors import status_for
 from engine.errors import Lagged, TurnstileError
 from engine.log import Record, SessionStopped, StreamEnded
@@ -178,9 +178,7 @@ class _DirectSend:
         sent = 0
         if not self._lock.locked():
             try:
-                sent = os.write(self._stream.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
+                sent = write_now(self._stream, data)
             except OSError as exc:
                 raise ConnectionClosed(CloseReason(1006, f"write failed: {exc.strerror}")) from exc
             if sent == len(data):
