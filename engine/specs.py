@@ -190,6 +190,12 @@ def specs_dir() -> Path:
     override = os.environ.get(SPECS_ENV)
     if override:
         return Path(override)
+    return _project_specs()
+
+
+@cache
+def _project_specs() -> Path:
+    # Resolved once: every session's fold asks (through machine_for), and resolving is a filesystem walk.
     return Path(__file__).resolve().parent.parent / "specs"
 
 
