@@ -128,7 +128,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--entries", type=int, default=200_000, help="minimum entries per corpus")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (the best is reported)")
+    parser.add_argument("--quick", action="store_true", help="20k entries, 1 round (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.entries, args.repeat = min(args.entries, 20_000), 1
 
     rows = []
     for name, build in (("transcript", transcript_corpus), ("turnstile", turnstile_corpus)):

@@ -28,11 +28,7 @@ def supports_quick(script: Path) -> bool:
 
 
 def quick_args(script: Path) -> list[str]:
-    if supports_quick(script):
-        return ["--quick"]
-    if script.stem == "replay":  # no --quick (yet): a small corpus, one round
-        return ["--entries", "20000", "--repeat", "1"]
-    return []
+    return ["--quick"] if supports_quick(script) else []
 
 
 def run_script(name: str, quick: bool, extra: list[str]) -> tuple[int, str, float]:

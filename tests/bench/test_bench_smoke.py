@@ -18,9 +18,8 @@ def _quick_args(script: Path) -> list[str]:
     help_text = subprocess.run(
         [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
-    if "--quick" in help_text:
-        return ["--quick"]
-    return ["--entries", "20000", "--repeat", "1"]  # replay.py, until it has --quick
+    assert "--quick" in help_text, f"bench/{script.name} has no --quick (every script has one)"
+    return ["--quick"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
