@@ -39,7 +39,7 @@ async def http_json(
     port: int, method: str, path: str, body: Any = None, limit_s: float = 30
 ) -> tuple[int, Any]:
     """One HTTP/1.1 request with a JSON body; the status and the decoded JSON answer (None when empty,
-    the raw bytes when it is not JSON)."""
+    the raw bytes when it is not JSON). A connection that breaks or closes early raises ``OSError``."""
     with trio.fail_after(limit_s):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
@@ -53,7 +53,12 @@ async def http_json(
             status = 0
             chunks: list[bytes] = []
             while True:
-                event = conn.next_event()
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    # The server closed the connection before its answer was complete (e.g. it was
+                    # killed): a transport failure like a reset, which callers retry as such.
+                    raise ConnectionError(f"{method} {path}: the server hung up mid-answer ({exc})") from exc
                 if event is h11.NEED_DATA:
                     conn.receive_data(await stream.receive_some(262144))
                 elif isinstance(event, h11.Response):
