@@ -12,6 +12,8 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +190,46 @@ async def ws_client(
             task_status.started()
 
 
+@asynccontextmanager
+async def emitter_turn(
+    argv: list[str], prompt: str, clock: Callable[[], float] = time.time_ns
+) -> AsyncIterator[AsyncIterator[tuple[float, list[bytes]]]]:
+    """Run the emitter (``argv``) as our own child for one turn, read over a plain pipe.
+
+    Yields an iterator of ``(clock() at the read, the complete lines it brought)``, one per pipe read, up
+    to the turn's ``result`` line. On exit the emitter's stdin is closed and it is reaped (killed after
+    5 s).
+    """
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
+
+    async def reads() -> AsyncIterator[tuple[float, list[bytes]]]:
+        pending = b""
+        while True:
+            data = await stdout.receive_some(65536)
+            if not data:
+                return
+            now = clock()
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            yield now, lines
+            if lines and lines[-1].startswith(b'{"type":"result"'):
+                return
+
+    try:
+        msg = {"type": "user", "message": {"role": "user", "content": prompt}}
+        await proc.stdin.send_all(json.dumps(msg).encode() + b"\n")
+        yield reads()
+    finally:
+        await proc.stdin.aclose()
+        with trio.move_on_after(5):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def pipe_client(
     argv: list[str],
     prompt: str,
@@ -196,30 +238,10 @@ async def pipe_client(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The floor: run the emitter as our own child and read its stdout lines directly."""
-    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        msg = {"type": "user", "message": {"role": "user", "content": prompt}}
-        await proc.stdin.send_all(json.dumps(msg).encode() + b"\n")
+    async with emitter_turn(argv, prompt) as reads:
         out.started_ns = time.time_ns()
         task_status.started()
-        pending = b""
-        while True:
-            data = await proc.stdout.receive_some(65536)
-            if not data:
-                break
-            now = time.time_ns()
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
+        async for now, lines in reads:
             for line in lines:
-                out.take(line, now)
-            if lines and lines[-1].startswith(b'{"type":"result"'):
-                break
+                out.take(line, int(now))
         out.ended_ns = time.time_ns()
-    finally:
-        await proc.stdin.aclose()
-        with trio.move_on_after(5):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

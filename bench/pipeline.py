@@ -17,14 +17,13 @@ Entries/s are counted from the first delta to the last, as each reader sees them
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repo root on sys.path)
 import trio
+from _clients import emitter_turn
 from _common import emitter_argv, emitter_binary, note, table, target
 
 from engine.errors import Lagged
@@ -39,34 +38,14 @@ def prompt(lines: int, block: bool = False) -> str:
 
 async def bare(lines: int, block: bool = False) -> tuple[int, float]:
     """Lines seen and seconds from the first to the last, reading the emitter over a plain pipe."""
-    proc = await trio.lowlevel.open_process(emitter_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-    msg = {"type": "user", "message": {"role": "user", "content": prompt(lines, block)}}
-    await proc.stdin.send_all(json.dumps(msg).encode() + b"\n")
     count = 0
     first = last = 0.0
-    pending = b""
-    try:
-        while True:
-            chunk = await proc.stdout.receive_some(65536)
-            if not chunk:
-                break
-            now = time.perf_counter()
+    async with emitter_turn(emitter_argv(), prompt(lines, block), clock=time.perf_counter) as reads:
+        async for now, parts in reads:
             if not first:
                 first = now
-            parts = (pending + chunk).split(b"\n")
-            pending = parts.pop()
             count += len(parts)
             last = now
-            if parts and parts[-1].startswith(b'{"type":"result"'):
-                break
-    finally:
-        await proc.stdin.aclose()
-        with trio.move_on_after(5):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     return count, last - first
 
 
