@@ -79,7 +79,8 @@ class Journal:
         self.store = store
         self.folder = folder
         self._clock = clock
-        # Shared by a runtime's journals, so that a burst of fsyncs is one trip to a worker thread.
+        # By default the process-wide syncer, shared by every journal, so that a burst of fsyncs across
+        # sessions is one trip to its thread.
         self._syncer = syncer if syncer is not None else default_syncer
         self._next = store.last_seq + 1
         self._unstored: list[Record] = []

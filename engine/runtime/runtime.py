@@ -62,7 +62,6 @@ from engine.runtime.pool import Pool
 from engine.runtime.process import Launcher, SubprocessLauncher
 from engine.runtime.session import Session, SessionFolder
 from engine.runtime.subscription import Subscription
-from engine.runtime.syncer import Syncer, default_syncer
 from engine.stores import LogStore
 from engine.stores.file import FileLogRepository, validate_session_id
 from engine.stores.memory import MemoryLogStore
@@ -125,8 +124,6 @@ class Runtime:
             logger.warning("killed leftover agent process %d from a previous run: %s", entry.pid, entry.argv)
         self.launcher: Launcher = launcher if launcher is not None else SubprocessLauncher(self.ledger)
         self.pool = Pool(config, self.launcher)
-        #: Batches the fsyncs of all sessions' logs on one thread (see engine.runtime.syncer).
-        self.syncer: Syncer = default_syncer
         self._sessions: dict[str, Session] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -345,7 +342,7 @@ class Runtime:
         self, sid: str, agent: AgentConfig, store: LogStore, created_at: float | None = None
     ) -> Session:
         fold = SessionFold(sid)
-        journal = Journal(sid, store, syncer=self.syncer)
+        journal = Journal(sid, store)  # fsyncs go to the process-wide default syncer
         session = Session(
             sid,
             agent,
