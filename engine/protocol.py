@@ -18,11 +18,20 @@ Bad input is data, never an exception:
 
 Field names follow the CLI's JSON; where the CLI uses camelCase the attribute is snake_case and the
 JSON name is given with ``msgspec.field(name=...)``. Key order in the JSON never matters.
+
+Lazy fields: a few bulky values that nothing in Turnstile reads per line — ``system/init``'s lists of
+tools, commands, agents, skills, plugins and capabilities, an assistant message's ``usage``, a result's
+``modelUsage`` and ``permission_denials``, a user line's ``tool_use_result`` — are kept by the decode as
+their raw JSON (``<name>_json``: a :class:`msgspec.Raw` pointing into the line, no copy) and decoded when the
+attribute is read (:class:`LazyJson`). Decoding them eagerly was a third of the cost of those lines (dozens
+of small strings and dicts each, and every turn starts with a ``system/init`` of ~2 KB). A value of
+another shape than the attribute's type reads as the attribute's default; its JSON stays in ``<name>_json``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypeAlias
+import copy
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
@@ -47,6 +56,7 @@ __all__ = [
     "InputJsonDelta",
     "InvalidMessage",
     "KeepAlive",
+    "LazyJson",
     "LineError",
     "Message",
     "MessageDelta",
@@ -89,6 +99,44 @@ __all__ = [
     "interrupt_request",
     "user_input",
 ]
+
+
+_T = TypeVar("_T")
+
+
+class LazyJson(Generic[_T]):
+    """A view attribute decoded from the raw JSON of the view's ``<name>_json`` field when it is read.
+
+    Each read decodes afresh (views are frozen and immutable; a fresh list cannot be changed behind the
+    view's back). A value that does not fit the attribute's type (or is not valid JSON, UTF-8 or nested too
+    deeply), or is absent, reads as ``default``: reading never raises.
+    """
+
+    __slots__ = ("_decoder", "_default", "_field", "name")
+
+    def __init__(self, field: str, type_: Any, default: _T) -> None:
+        self._field = field
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type_)
+        self._default = default
+        self.name = field.removesuffix("_json")
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> LazyJson[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> _T: ...
+    def __get__(self, obj: object, owner: type) -> LazyJson[_T] | _T:
+        if obj is None:
+            return self
+        raw: msgspec.Raw = getattr(obj, self._field)
+        try:
+            return self._decoder.decode(raw)  # type: ignore[no-any-return]
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return copy.copy(self._default)  # a fresh [] each time, as a decode would give
+
+
+def _raw_field(name: str, default: bytes) -> Any:
+    """A struct field holding the raw JSON of the CLI's ``name`` (``default`` when the key is absent)."""
+    return msgspec.field(default=msgspec.Raw(default), name=name)
 
 
 class _Frozen(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -198,7 +246,9 @@ class ApiMessage(_Frozen, frozen=True, kw_only=True):
     role: str = "assistant"
     stop_reason: str | None = None
     stop_sequence: str | None = None
-    usage: dict[str, Any] | None = None
+    usage_json: msgspec.Raw = _raw_field("usage", b"null")
+
+    usage = LazyJson[dict[str, Any] | None]("usage_json", dict[str, Any] | None, None)  # lazy: see the module
 
 
 class UserContent(_Frozen, frozen=True, kw_only=True):
@@ -229,18 +279,27 @@ class SystemInit(SystemMessage, frozen=True, kw_only=True):
     """``system/init``: printed at the start of *every* turn, not once per process."""
 
     cwd: str | None = None
-    tools: list[str] = []
-    mcp_servers: list[Any] = []
     model: str | None = None
     permission_mode: str | None = msgspec.field(default=None, name="permissionMode")
     api_key_source: str | None = msgspec.field(default=None, name="apiKeySource")
     claude_code_version: str | None = None
-    slash_commands: list[str] = []
-    agents: list[Any] = []
-    skills: list[Any] = []
-    plugins: list[Any] = []
-    capabilities: list[Any] = []
     output_style: str | None = None
+    tools_json: msgspec.Raw = _raw_field("tools", b"[]")
+    mcp_servers_json: msgspec.Raw = _raw_field("mcp_servers", b"[]")
+    slash_commands_json: msgspec.Raw = _raw_field("slash_commands", b"[]")
+    agents_json: msgspec.Raw = _raw_field("agents", b"[]")
+    skills_json: msgspec.Raw = _raw_field("skills", b"[]")
+    plugins_json: msgspec.Raw = _raw_field("plugins", b"[]")
+    capabilities_json: msgspec.Raw = _raw_field("capabilities", b"[]")
+
+    # Lazy (see the module's docstring): read per line by nothing, and most of the line's bytes.
+    tools = LazyJson[list[str]]("tools_json", list[str], [])
+    mcp_servers = LazyJson[list[Any]]("mcp_servers_json", list[Any], [])
+    slash_commands = LazyJson[list[str]]("slash_commands_json", list[str], [])
+    agents = LazyJson[list[Any]]("agents_json", list[Any], [])
+    skills = LazyJson[list[Any]]("skills_json", list[Any], [])
+    plugins = LazyJson[list[Any]]("plugins_json", list[Any], [])
+    capabilities = LazyJson[list[Any]]("capabilities_json", list[Any], [])
 
 
 class SystemStatus(SystemMessage, frozen=True, kw_only=True):
@@ -357,10 +416,12 @@ class UserMessage(_Message, frozen=True, kw_only=True, tag="user"):
     parent_tool_use_id: str | None = None
     session_id: str | None = None
     uuid: str | None = None
-    tool_use_result: Any = None
+    tool_use_result_json: msgspec.Raw = _raw_field("tool_use_result", b"null")
     is_replay: bool | None = msgspec.field(default=None, name="isReplay")
     is_synthetic: bool | None = msgspec.field(default=None, name="isSynthetic")
     origin: Any = None
+
+    tool_use_result = LazyJson[Any]("tool_use_result_json", Any, None)  # lazy: see the module
 
     @property
     def origin_kind(self) -> str | None:
@@ -391,8 +452,8 @@ class ResultMessage(_Message, frozen=True, kw_only=True, tag="result"):
     result: str | None = None
     total_cost_usd: float | None = None
     usage: dict[str, Any] | None = None
-    model_usage: dict[str, Any] | None = msgspec.field(default=None, name="modelUsage")
-    permission_denials: list[Any] | None = None
+    model_usage_json: msgspec.Raw = _raw_field("modelUsage", b"null")
+    permission_denials_json: msgspec.Raw = _raw_field("permission_denials", b"null")
     stop_reason: str | None = None
     errors: list[str] | None = None
     api_error_status: int | None = None
@@ -401,6 +462,10 @@ class ResultMessage(_Message, frozen=True, kw_only=True, tag="result"):
     deferred_tool_use: dict[str, Any] | None = None
     origin: Any = None
     uuid: str | None = None
+
+    # Lazy (see the module's docstring). ``usage`` is not: the fold reads it at every result.
+    model_usage = LazyJson[dict[str, Any] | None]("model_usage_json", dict[str, Any] | None, None)
+    permission_denials = LazyJson[list[Any] | None]("permission_denials_json", list[Any] | None, None)
 
 
 # stream_event payloads (raw Anthropic streaming events) --------------------------------------------
@@ -715,7 +780,7 @@ class _LenientApiMessage(msgspec.Struct, kw_only=True):
     role: str = "assistant"
     stop_reason: str | None = None
     stop_sequence: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: msgspec.Raw = msgspec.Raw(b"null")
 
 
 class _LenientAssistant(msgspec.Struct, kw_only=True):
@@ -737,7 +802,7 @@ class _LenientUser(msgspec.Struct, kw_only=True):
     parent_tool_use_id: str | None = None
     session_id: str | None = None
     uuid: str | None = None
-    tool_use_result: Any = None
+    tool_use_result: msgspec.Raw = msgspec.Raw(b"null")
     is_replay: bool | None = msgspec.field(default=None, name="isReplay")
     is_synthetic: bool | None = msgspec.field(default=None, name="isSynthetic")
     origin: Any = None
@@ -814,7 +879,7 @@ def _lenient(kind: str, raw: bytes) -> Message:
                 role=m.role,
                 stop_reason=m.stop_reason,
                 stop_sequence=m.stop_sequence,
-                usage=m.usage,
+                usage_json=m.usage,
             ),
             parent_tool_use_id=a.parent_tool_use_id,
             session_id=a.session_id,
@@ -833,7 +898,7 @@ def _lenient(kind: str, raw: bytes) -> Message:
             parent_tool_use_id=u.parent_tool_use_id,
             session_id=u.session_id,
             uuid=u.uuid,
-            tool_use_result=u.tool_use_result,
+            tool_use_result_json=u.tool_use_result,
             is_replay=u.is_replay,
             is_synthetic=u.is_synthetic,
             origin=u.origin,

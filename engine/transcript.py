@@ -1,13 +1,14 @@
 """Read a file's lines as log entries, whatever it is: a Turnstile log or a raw CLI transcript (sans-IO).
 
 Turnstile's own logs are NDJSON entries (``{"kind": ..., "seq": ...}``). Raw transcripts are what the
-CLI printed (the fixtures under ``tests/fixtures/``), optionally with a recorder's ``_t`` field (arrival
-time in ms). :func:`read_entries` detects which from the first meaningful line and yields uniform
-:class:`Item` values, so ``turnstile log stats`` and ``turnstile replay`` treat both alike.
+CLI printed (the fixtures under ``tests/fixtures/``), optionally with a recorder's ``_t`` (arrival time in
+ms) as each line's first key: ``{"_t":1785277220302,"type":...}``. :func:`read_entries` detects which
+from the first meaningful line and yields uniform :class:`Item` values, so ``turnstile log stats`` and
+``turnstile replay`` treat both alike.
 
-For a raw transcript, entries are synthesised: ``seq`` counts the non-blank lines, ``ts`` comes from
-``_t`` when present (else ``None``: timing unknown, never invented), ``stream`` is ``None`` (the fold
-infers turns).
+For a raw transcript, entries are synthesised: ``seq`` counts the non-blank lines, ``ts`` comes from the
+leading ``_t`` when present (else ``None``: timing unknown, never invented), ``stream`` is ``None`` (the
+fold infers turns).
 
 Feed it the frames of a :class:`engine.framing.LineFramer` so that huge files stream through in
 constant memory.
@@ -53,25 +54,13 @@ class _LogHead(msgspec.Struct):
     seq: int
 
 
-class _RecorderTime(msgspec.Struct):
-    t: float | None = msgspec.field(default=None, name="_t")
-
-
 _log_head = msgspec.json.Decoder(_LogHead)
-_recorder_time = msgspec.json.Decoder(_RecorderTime)
 
-
-class _StampedStreamEvent(StreamEvent, frozen=True, kw_only=True, tag="stream_event"):
-    """A stream event line decoded with the recorder's ``_t`` (the same fields, plus that one)."""
-
-    recorder_t: float | None = msgspec.field(default=None, name="_t")
-
-
-# read_entries rebuilds the StreamEvent from these fields: a field added to it must be added there too.
-if StreamEvent.__struct_fields__ != ("event", "session_id", "uuid", "parent_tool_use_id"):  # pragma: no cover
-    raise ImportError("engine.transcript: StreamEvent's fields changed; update read_entries")
-_stamped_decoder = msgspec.json.Decoder(_StampedStreamEvent)
-_STAMPED_ERRORS: Final = (
+_RECORDER_KEY: Final = b'{"_t":'
+"""How a recorder's line starts: its arrival time is the line's first key (``{"_t":<ms>,...}``)."""
+_recorder_value = msgspec.json.Decoder(float | None)
+_stream_decoder: Final = msgspec.json.Decoder(StreamEvent)  # decode_message's stream fast path, inlined
+_STREAM_ERRORS: Final = (
     IndexError,
     msgspec.ValidationError,
     msgspec.DecodeError,
@@ -141,45 +130,29 @@ def read_entries(frames: Iterable[Frame], *, decode_views: bool = True) -> Itera
         return
     yield _transcript_item(line_no, seq, first)
     decode_view = decode_message
-    decode_stamped = _stamped_decoder.decode
+    stream_decode = _stream_decoder.decode
     tags = VIEW_TAGS
     raw = msgspec.Raw
+    key = _RECORDER_KEY
     for frame in it:
         line_no += 1
         if type(frame) is bytes and frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
             # A typed CLI message, as entry_from_frame makes it; anything else takes _transcript_item.
             seq += 1
-            # A stream event (most lines; 't' of `"type":"st` where the CLI writes it, after the recorder's
-            # `{"_t":<13-digit ms>,` if any): its view and its `_t` in one decode, not two.
+            # A stream event (most lines: 't' of `"type":"st` where the CLI writes it, after the recorder's
+            # `{"_t":<13-digit ms>,` if any) straight to its decoder, as decode_message would take it.
             try:
-                stamped = decode_stamped(frame) if frame[29 if frame[2] == 0x5F else 10] == 0x74 else None
-            except _STAMPED_ERRORS:
-                stamped = None
-            if stamped is not None:
-                if frame.isascii() or valid_utf8(frame):
-                    t = stamped.recorder_t
-                    entry = CliLine(
-                        seq=seq,
-                        # as _recorder_ts: only a literal "_t" key counts (not an escaped one)
-                        ts=t / 1000.0 if t is not None and b'"_t"' in frame else None,
-                        stream=None,
-                        type="stream_event",
-                        msg=raw(frame),
-                    )
-                    event = StreamEvent(
-                        event=stamped.event,
-                        session_id=stamped.session_id,
-                        uuid=stamped.uuid,
-                        parent_tool_use_id=stamped.parent_tool_use_id,
-                    )
-                    yield item(Item, (line_no, entry, event))
-                else:
-                    yield _transcript_item(line_no, seq, frame)
-                continue
-            view = decode_view(frame)
-            tag = tags.get(type(view))
+                view = stream_decode(frame) if frame[29 if frame[2] == 0x5F else 10] == 0x74 else None
+            except _STREAM_ERRORS:
+                view = None
+            if view is not None:
+                tag: str | None = "stream_event"
+            else:
+                view = decode_view(frame)
+                tag = tags.get(type(view))
             if tag is not None and (frame.isascii() or valid_utf8(frame)):
-                entry = CliLine(seq=seq, ts=_recorder_ts(frame), stream=None, type=tag, msg=raw(frame))
+                ts = _recorder_ts(frame) if frame.startswith(key) else None
+                entry = CliLine(seq=seq, ts=ts, stream=None, type=tag, msg=raw(frame))
                 yield item(Item, (line_no, entry, view))
             else:
                 yield _transcript_item(line_no, seq, frame)
@@ -218,13 +191,21 @@ def _log_item(line_no: int, seq: int, frame: Frame, decode_views: bool) -> Item:
 
 
 def _recorder_ts(frame: bytes) -> float | None:
-    """The recorder's ``_t`` (ms since the epoch) of a line, in seconds; None when it has none."""
-    if b'"_t"' not in frame:
+    """The recorder's ``_t`` (ms since the epoch) of a line, in seconds; None when it has none.
+
+    The recorder writes it as the line's first key, ``{"_t":<ms>,``: only that counts. A ``_t`` anywhere
+    else is the CLI's own data (no CLI writes one), and reading only the line's first bytes keeps a
+    line without it from being searched end to end.
+    """
+    if not frame.startswith(_RECORDER_KEY):
         return None
+    end = frame.find(b",", 6)
+    if end < 0:
+        end = len(frame) - 1  # `{"_t":<ms>}`: a line with nothing else (a no_type error, with its time)
     try:
-        t = _recorder_time.decode(frame).t
+        t = _recorder_value.decode(frame[6:end])
     except (msgspec.DecodeError, msgspec.ValidationError):
-        t = None
+        return None  # not a number (e.g. a string holding a comma): no time
     return t / 1000.0 if t is not None else None
 
 

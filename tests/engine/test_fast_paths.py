@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from engine.machines import MachineKind, Model, pool_machine, session_machine, s
 from engine.protocol import LineError, Message, SystemMessage, decode_message
 from engine.replay import replay
 from engine.timing import tokens_of
-from engine.transcript import Item, _recorder_time, frames_of, read_entries
+from engine.transcript import Item, frames_of, read_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((ROOT / "tests" / "fixtures").glob("**/*.jsonl"))
@@ -172,6 +173,9 @@ def test_entries_from_frames_is_entry_from_frame_per_line() -> None:
 # --- the transcript reader ----------------------------------------------------------------------------------
 
 
+RECORDER_TIME = re.compile(rb'\{"_t":\s*(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*[,}]')
+
+
 def reference_items(frames: Iterable[Frame]) -> Iterator[Item]:
     """read_entries for a raw transcript, the plain way: every line through entry_from_frame."""
     seq = 0
@@ -182,12 +186,10 @@ def reference_items(frames: Iterable[Frame]) -> Iterator[Item]:
             continue
         seq += 1
         ts = None
-        if isinstance(frame, bytes) and b'"_t"' in frame:
-            try:
-                t = _recorder_time.decode(frame).t
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                t = None
-            ts = t / 1000.0 if t is not None else None
+        # The recorder's time is the line's first key; its value is a JSON number (or null: no time).
+        lead = isinstance(frame, bytes) and re.match(RECORDER_TIME, frame)
+        if lead:
+            ts = float(lead.group(1)) / 1000.0
         made = entry_from_frame(frame, seq=seq, ts=ts, stream=None)
         assert made is not None
         yield Item(line_no, *made)
@@ -195,10 +197,17 @@ def reference_items(frames: Iterable[Frame]) -> Iterator[Item]:
 
 TRANSCRIPT_EDGES: list[bytes] = [
     *EDGE_LINES,
-    # the recorder's time: missing, duplicated (the last wins), not first, not a number, escaped, nested
+    # the recorder's time: missing, duplicated (the first, the recorder's, counts), not first (not the
+    # recorder's: no time), not a number, escaped, nested, with spaces, alone, on other message types
     _line({"type": "stream_event", "event": {"type": "message_stop"}}, T),
     T + b'"type":"stream_event","event":{"type":"message_stop"},"_t":1785277229999}',
     b'{"type":"stream_event","event":{"type":"message_stop"},"_t":1785277229999}',
+    b'{"type":"keep_alive","_t":1785277229999}',
+    b'{"_t": 1785277229999 ,"type":"keep_alive"}',
+    b'{"_t":1785277229999}',
+    b'{"_t":"a,b","type":"keep_alive"}',
+    b'{"_t":true,"type":"keep_alive"}',
+    b'{"_t":1e3,"type":"keep_alive"}',
     b'{"_t":"soon","type":"stream_event","event":{"type":"message_stop"}}',
     b'{"\\u005ft":1785277229999,"type":"stream_event","event":{"type":"message_stop"}}',
     b'{"_t":12.5,"type":"stream_event","event":{"type":"message_stop"}}',

@@ -7,6 +7,7 @@ differs from the SDK the test says so (we keep what the SDK drops, and never rai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,6 +28,7 @@ from engine.protocol import (
     InputJsonDelta,
     InvalidMessage,
     KeepAlive,
+    LazyJson,
     LineError,
     MessageDelta,
     MessageStop,
@@ -638,3 +640,82 @@ def test_views_are_frozen() -> None:
     with pytest.raises(AttributeError):
         m.subtype = "x"
     assert msgspec.structs.asdict(m)["subtype"] == "success"
+
+
+# --- lazy fields: kept as raw JSON by the decode, decoded when read ------------------------------------
+
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "cli-2.1.327"
+
+
+def real_lines(kind: str, subtype: str | None = None) -> list[tuple[bytes, dict[str, Any]]]:
+    """Every line of the recorded real-CLI fixtures of ``kind`` (and ``subtype``), with its JSON as dicts."""
+    out = []
+    for path in sorted(FIXTURE_DIR.glob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            obj = json.loads(line)
+            if obj.get("type") == kind and (subtype is None or obj.get("subtype") == subtype):
+                out.append((line, obj))
+    assert out, f"no {kind}/{subtype} line in {FIXTURE_DIR}"
+    return out
+
+
+LAZY_INIT = ("tools", "mcp_servers", "slash_commands", "agents", "skills", "plugins", "capabilities")
+
+
+def test_lazy_init_lists_read_as_the_cli_wrote_them() -> None:
+    for line, obj in real_lines("system", "init"):
+        view = decode_message(line)
+        assert isinstance(view, SystemInit)
+        for name in LAZY_INIT:
+            assert getattr(view, name) == obj.get(name, []), name
+            # the raw field is the CLI's bytes for that value, not a copy of the line
+            assert json.loads(bytes(getattr(view, f"{name}_json"))) == obj.get(name, [])
+        assert view.tools and all(isinstance(t, str) for t in view.tools)
+
+
+def test_lazy_fields_of_assistant_result_and_user_lines() -> None:
+    for line, obj in real_lines("assistant"):
+        view = decode_message(line)
+        assert isinstance(view, AssistantMessage) and view.message.usage == obj["message"].get("usage")
+    for line, obj in real_lines("result"):
+        view = decode_message(line)
+        assert isinstance(view, ResultMessage)
+        assert view.model_usage == obj.get("modelUsage")
+        assert view.permission_denials == obj.get("permission_denials")
+        assert view.usage == obj.get("usage")  # eager: the fold reads it at every result
+    for line, obj in real_lines("user"):
+        view = decode_message(line)
+        assert isinstance(view, UserMessage) and view.tool_use_result == obj.get("tool_use_result")
+
+
+def test_lazy_field_of_another_shape_reads_as_its_default_and_keeps_its_json() -> None:
+    init = dec({"type": "system", "subtype": "init", "session_id": "s", "tools": None, "skills": {"a": 1}})
+    # Still the init view (an eager list[str] made the whole line a generic SystemMessage).
+    assert isinstance(init, SystemInit) and init.session_id == "s"
+    assert init.tools == [] and bytes(init.tools_json) == b"null"
+    assert init.skills == [] and json.loads(bytes(init.skills_json)) == {"a": 1}
+    fresh = init.tools
+    fresh.append("x")
+    assert init.tools == []  # every read is a fresh value: a default is never shared
+    missing = dec({"type": "system", "subtype": "init"})
+    assert isinstance(missing, SystemInit) and missing.plugins == [] and missing.capabilities == []
+    odd = decode_message(b'{"type":"system","subtype":"init","agents":[1,,2],"tools":["\xff"]}')
+    assert isinstance(odd, LineError)  # the decode still checks the skipped value is JSON
+    odd = decode_message(b'{"type":"system","subtype":"init","agents":7,"tools":["\xff"]}')
+    assert isinstance(odd, SystemInit) and odd.agents == [] and odd.tools == []  # reading never raises
+    r = dec({**MINIMAL_RESULT, "modelUsage": [1, 2]})
+    assert isinstance(r, ResultMessage) and r.model_usage is None and r.permission_denials is None
+
+
+def test_lazy_fields_encode_back_to_the_same_json() -> None:
+    for line, obj in real_lines("system", "init"):
+        view = decode_message(line)
+        again = json.loads(msgspec.json.encode(view))
+        for name in LAZY_INIT:
+            assert again[name] == obj.get(name, [])
+        assert "tools_json" not in again
+
+
+def test_lazy_json_on_the_class_is_the_descriptor() -> None:
+    assert isinstance(SystemInit.tools, LazyJson) and SystemInit.tools.name == "tools"
+    assert "tools" not in SystemInit.__struct_fields__ and "tools_json" in SystemInit.__struct_fields__
