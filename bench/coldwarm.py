@@ -1,11 +1,13 @@
 """Hot vs cold: time to first event of a new session's first turn, from a warm pool vs with pool size 0.
 
-Two runtimes (``open_runtime``, in this process) run side by side: one with ``pool_size=1``, one with
-``pool_size=0`` (one-shot mode: a process is spawned when the turn arrives). A trial creates a session,
-starts a turn and measures, at an in-process subscriber, the time from ``start_turn`` to the turn's
-first CLI line (``system/init``). Trials alternate warm / cold; before each warm trial the pool is
-waited on until it has a ready process and that process has lived ``--settle`` seconds (a pool process
-in a server has usually been idle for a while; the real CLI keeps initialising for ~1 s after spawn).
+Three runtimes (``open_runtime``, in this process) run side by side: one with ``pool_size=1`` (its warm
+processes primed: see ``engine/runtime/priming.py``), one with ``pool_size=1`` and ``pool_prime=False``
+(ready by age alone, to show what priming saves), one with ``pool_size=0`` (one-shot mode: a process is
+spawned when the turn arrives). A trial creates a session, starts a turn and measures, at an in-process
+subscriber, the time from ``start_turn`` to the turn's first CLI line (``system/init``). Trials rotate
+warm / unprimed / cold; before each, both pools are waited on until each has a ready process, then
+``--settle`` seconds more (a pool process in a server has usually been idle for a while; the real CLI
+keeps initialising for ~1 s after spawn).
 
 Agents: the real Claude Code CLI (the binary bundled in ``claude-agent-sdk``) against the fake model API
 of ``tests/fakeapi.py`` on loopback, and the built-in simulator (``--speed 0``). Target: warm <= 0.2x
@@ -74,24 +76,27 @@ async def agents(kind: str, tmp: Path) -> AsyncIterator[AgentConfig]:
         yield AgentConfig(agent="claude", binary=binary, cwd=str(work), env=env, inherit_env=False)
 
 
-async def measure(kind: str, args: argparse.Namespace, tmp: Path) -> tuple[list[float], list[float]]:
-    warm: list[float] = []
-    cold: list[float] = []
+async def measure(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
+    """Trials per side: ``warm`` (primed pool), ``unprimed`` (no priming), ``cold`` (pool size 0)."""
+    out: dict[str, list[float]] = {"warm": [], "unprimed": [], "cold": []}
     async with agents(kind, tmp) as agent:
         base = RuntimeConfig(data_dir=None, default_agent=agent, pool_ready_after_s=0.2)
         async with (
             open_runtime(msgspec_replace(base, pool_size=1)) as hot,
+            open_runtime(msgspec_replace(base, pool_size=1, pool_prime=False)) as unprimed,
             open_runtime(msgspec_replace(base, pool_size=0)) as one_shot,
         ):
             for i in range(args.trials + 1):
-                await pool_ready(hot, args.settle)
-                w = await first_event(hot)
-                await pool_ready(hot, args.settle)  # the cold trial runs with the pool quiet too
-                c = await first_event(one_shot)
-                if i:  # the first pair warms caches (the binary's pages, Python imports)
-                    warm.append(w)
-                    cold.append(c)
-    return warm, cold
+                took = {}
+                for side, rt in (("warm", hot), ("unprimed", unprimed), ("cold", one_shot)):
+                    # every trial starts with both pools quiet: each with a ready process, then --settle s
+                    await pool_ready(hot, 0.0)
+                    await pool_ready(unprimed, args.settle)
+                    took[side] = await first_event(rt)
+                if i:  # the first round warms caches (the binary's pages, Python imports)
+                    for side, t in took.items():
+                        out[side].append(t)
+    return out
 
 
 def msgspec_replace(config: RuntimeConfig, **changes: object) -> RuntimeConfig:
@@ -106,21 +111,27 @@ async def run(args: argparse.Namespace) -> None:
     ratios: dict[str, float] = {}
     for kind in args.agents:
         try:
-            warm, cold = await measure(kind, args, tmp)
+            sides = await measure(kind, args, tmp)
         except AgentBinaryNotFound as exc:
             note(f"{kind}: skipped ({exc})")
             continue
-        ratio = median(warm) / median(cold)
-        ratios[kind] = ratio
+        cold = median(sides["cold"])
+        ratios[kind] = median(sides["warm"]) / cold
         label = "real CLI + fake API" if kind == "claude" else "simulator"
-        rows.append([label, "warm pool", len(warm), median(warm) * 1e3, pct(warm, 100) * 1e3, ratio])
-        rows.append([label, "pool size 0", len(cold), median(cold) * 1e3, pct(cold, 100) * 1e3, 1.0])
+        for side, what in (
+            ("warm", "warm pool"),
+            ("unprimed", "warm pool, unprimed"),
+            ("cold", "pool size 0"),
+        ):
+            t = sides[side]
+            rows.append([label, what, len(t), median(t) * 1e3, pct(t, 100) * 1e3, median(t) / cold])
     table(
         f"time to first event of a new session's first turn (median of {args.trials} trials, ms)",
         ["agent", "process", "trials", "median ms", "max ms", "vs cold"],
         rows,
     )
     note(f"warm trials start once the pool's process has lived {args.settle:g} s past ready")
+    note("warm pool: primed (initialize + get_context_usage answered); unprimed: pool_prime=False")
     for kind, ratio in ratios.items():
         label = "real CLI" if kind == "claude" else "simulator"
         target(f"hot vs cold: warm / cold, {label}", ratio, 0.2, higher=False)

@@ -90,9 +90,13 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     Pool
         ``pool_size`` (2; ``TURNSTILE_POOL_SIZE``): warm processes kept per spawn configuration; 0 =
         one-shot mode, a process per turn. ``pool_max_keys`` (4): distinct configurations kept warm.
-        ``pool_ready_after_s`` (None = by agent: 1 s for ``claude``, 0.2 s for ``sim``): a warm process is
-        handed out only once it has lived this long. The real CLI answers a first prompt fast only after
-        about a second of idle (measured: 0.18x of a cold start after 1 s, 0.22x after 0.3 s).
+        ``pool_prime`` (on): a warm process is handed out only once it has answered the SDK's start-up
+        handshake — ``initialize`` and ``get_context_usage`` control requests, which also make the CLI
+        build its system prompt before the first turn needs it (see :mod:`engine.runtime.priming`); one
+        that does not answer within ``pool_prime_timeout_s`` (30 s) counts as a failed spawn and is
+        replaced. ``pool_ready_after_s`` (None = by agent: 1 s for ``claude``, 0.2 s for ``sim``): and
+        only once it has lived this long (the real CLI answers a first prompt fast only after about a
+        second of idle: measured 0.18x of a cold start after 1 s, 0.22x after 0.3 s, unprimed).
         ``pool_max_turns`` (50, +/- ``pool_max_turns_jitter`` 20 %) and ``pool_max_age_s`` (3600 s):
         recycle a process after that many turns or that long. ``pool_restart_budget`` (5) crashes or
         failed spawns per ``pool_restart_window_s`` (60 s) are retried with exponential backoff from
@@ -127,6 +131,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int = 2
     pool_max_keys: int = 4
     pool_ready_after_s: float | None = None
+    pool_prime: bool = True
+    pool_prime_timeout_s: float | None = 30.0
     pool_max_turns: int = 50
     pool_max_turns_jitter: float = 0.2
     pool_max_age_s: float | None = 3600.0
@@ -156,6 +162,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
             "idle_timeout_s",
             "turn_timeout_s",
             "pool_max_age_s",
+            "pool_prime_timeout_s",
         ):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -9,8 +9,8 @@ Guarantees:
 
 * **Nothing waits on warm-up.** Warming runs in the pool's own task. :meth:`Pool.checkout` is synchronous
   and never blocks: it hands out a ready process or returns None, and the session spawns a cold one at once.
-  The CLI prints nothing before its first prompt, so "warm" means *spawned and still alive after*
-  ``pool_ready_after_s`` (per agent by default) — never "has printed something".
+  "Ready" means *primed* — the process answered the SDK's start-up handshake (:mod:`engine.runtime.priming`;
+  ``pool_prime``, on by default) — and alive for ``pool_ready_after_s`` (per agent by default).
 * **No respawn storm.** A failed spawn or a crash of an idle warm process is retried with exponential
   backoff (``pool_backoff_base_s`` doubling to ``pool_backoff_max_s``). More than ``pool_restart_budget``
   failures within ``pool_restart_window_s`` — or a missing binary, at once — make the pool ``degraded``
@@ -54,6 +54,7 @@ from engine.log import (
 from engine.protocol import Message
 from engine.runtime.config import AgentConfig, RuntimeConfig
 from engine.runtime.journal import Journal
+from engine.runtime.priming import PrimedProcess, PrimingFailed, prime, priming_requests
 from engine.runtime.process import AgentProcess, Launcher
 from engine.stores.memory import check_continues
 
@@ -118,6 +119,7 @@ class _Warm:
     key: str
     proc: AgentProcess
     spawned_at: float
+    primed: bool = False
     ready: bool = False
     checked_out: bool = False
     retiring: str | None = None
@@ -260,7 +262,7 @@ class Pool:
             next_at = math.inf
             for key, k in list(self._keys.items()):
                 for w in list(k.warm):
-                    if not w.ready:
+                    if not w.ready and w.primed:  # (priming pokes the pool when it completes)
                         ready_at = w.spawned_at + cfg.ready_after(k.agent)
                         if now >= ready_at:
                             w.ready = True
@@ -320,6 +322,32 @@ class Pool:
         self._nursery.start_soon(self._watch, key, k, w)
         if self._keys.get(key) is not k:
             self._retire_soon(w, "its configuration is no longer kept warm")
+        elif self._config.pool_prime:
+            self._nursery.start_soon(self._prime, key, k, w)
+        else:
+            w.primed = True
+
+    async def _prime(self, key: str, k: _Key, w: _Warm) -> None:
+        """Run the priming handshake (see :mod:`engine.runtime.priming`); a silent process is retired."""
+        timeout = self._config.pool_prime_timeout_s
+        raw = w.proc
+        try:
+            with trio.fail_after(timeout if timeout is not None else math.inf):
+                preamble = await prime(raw, priming_requests())
+        except (PrimingFailed, trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the process is exiting or being closed: its watcher logs why
+        except trio.TooSlowError:
+            if w.retiring is None:
+                error = (
+                    f"warm process {raw.pid} did not answer the pool's priming requests within {timeout:g} s"
+                )
+                self._failure(key, k, error)
+                self._retire_soon(w, error)
+            return
+        if w.retiring is None:
+            w.proc = PrimedProcess(raw, preamble)
+            w.primed = True
+            self._poke()
 
     async def _watch(self, key: str, k: _Key, w: _Warm) -> None:
         """Notice a warm process dying while idle."""

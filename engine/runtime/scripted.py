@@ -292,6 +292,7 @@ class EchoCli:
     ignore_sigterm: bool = False
     ignore_interrupt: bool = False
     crash_at_start: bool = False
+    ignore_control: bool = False  # never answer control requests other than interrupt
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     cost: float = 0.0
     _hanging: bool = False
@@ -330,6 +331,8 @@ class EchoCli:
     def _control(self, proc: ScriptedProcess, msg: dict[str, Any]) -> list[Action]:
         request_id = msg.get("request_id", "")
         if msg.get("request", {}).get("subtype") != "interrupt":
+            if self.ignore_control:
+                return []
             return [
                 Out(
                     _line(
@@ -501,6 +504,7 @@ def _default_factory(agent: AgentConfig, resume: str | None) -> Behaviour:
         partial_messages=agent.partial_messages,
         ignore_interrupt="--ignore-interrupt" in agent.extra_args,
         crash_at_start="--crash-at-start" in agent.extra_args,
+        ignore_control="--ignore-control" in agent.extra_args,
     )
 
 
@@ -508,9 +512,9 @@ class ScriptedLauncher:
     """A :class:`engine.runtime.process.Launcher` of scripted processes.
 
     ``factory(agent, resume)`` makes each process's behaviour (default: :class:`EchoCli`, which honours
-    ``--ignore-interrupt`` and ``--crash-at-start`` in ``extra_args``). ``missing`` simulates an agent
-    binary that cannot be found; ``spawn_delay`` a slow ``fork``. Every process is kept in
-    :attr:`spawned` for assertions.
+    ``--ignore-interrupt``, ``--crash-at-start`` and ``--ignore-control`` in ``extra_args``). ``missing``
+    simulates an agent binary that cannot be found; ``spawn_delay`` a slow ``fork``. Every process is kept
+    in :attr:`spawned` for assertions.
     """
 
     def __init__(self, factory: BehaviourFactory | None = None) -> None:

@@ -58,6 +58,7 @@ from engine.protocol import Message, encode_stdin, interrupt_request, user_input
 from engine.runtime.config import AgentConfig, RuntimeConfig
 from engine.runtime.info import SessionInfo, TurnInfo
 from engine.runtime.journal import Journal
+from engine.runtime.priming import PrimedProcess
 from engine.runtime.process import AgentProcess, Launcher
 from engine.runtime.stderr import StderrCapture
 
@@ -659,6 +660,11 @@ class Session:
                     resume=resume,
                 )
             )
+            if isinstance(proc, PrimedProcess):
+                # The pool's priming answers: logged first, as lines of no turn (not its first event).
+                frames = slot.framer.feed(proc.take_preamble())
+                if frames:
+                    self.journal.append_frames(frames, None)
             assert self._nursery is not None
             self._nursery.start_soon(self._supervise, slot)
             return slot

@@ -129,3 +129,11 @@ def test_pool_ready_after_defaults_by_agent() -> None:
     assert cfg.ready_after(AgentConfig(agent="sim")) == 0.2
     assert RuntimeConfig(pool_ready_after_s=0.5).ready_after(AgentConfig(agent="claude")) == 0.5
     assert RuntimeConfig.from_env({"TURNSTILE_POOL_READY_AFTER_S": "0.05"}).ready_after(AgentConfig()) == 0.05
+
+
+def test_pool_priming_settings() -> None:
+    assert RuntimeConfig().pool_prime is True and RuntimeConfig().pool_prime_timeout_s == 30.0
+    off = RuntimeConfig.from_env({"TURNSTILE_POOL_PRIME": "false", "TURNSTILE_POOL_PRIME_TIMEOUT_S": "none"})
+    assert off.pool_prime is False and off.pool_prime_timeout_s is None
+    with pytest.raises(ConfigError, match="pool_prime_timeout_s must be positive"):
+        RuntimeConfig(pool_prime_timeout_s=0)

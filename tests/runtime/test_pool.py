@@ -8,9 +8,22 @@ import pytest
 import trio
 import trio.testing
 
-from engine.log import PoolCheckout, PoolDegraded, PoolProcessLost, ProcessSpawned
+from engine.log import (
+    AnyEntry,
+    CliLine,
+    PoolCheckout,
+    PoolDegraded,
+    PoolProcessLost,
+    PoolSpawnFailed,
+    ProcessSpawned,
+    view_of,
+)
+from engine.protocol import ControlResponse
+from engine.replay import replay
 from engine.runtime import AgentConfig, open_runtime
+from engine.runtime.priming import PRIME_REQUEST_PREFIX
 from engine.runtime.scripted import ScriptedLauncher
+from engine.transcript import Item
 from tests.runtime.conftest import SIM, assert_gap_free, config, ended, run_turn
 
 
@@ -202,3 +215,84 @@ async def test_another_config_is_kept_warm_only_once_asked_for_twice(
             for s in (first, second, third)
         }
         assert warm == {first.id: [False], second.id: [False], third.id: [True]}
+
+
+# --- priming: the start-up handshake a warm process answers before it is handed out ---------------------
+
+
+def _prime_answers(entries: list[AnyEntry]) -> list[tuple[int, str, str]]:
+    """(index, request id, subtype) of the priming answers in a session log."""
+    out = []
+    for i, e in enumerate(entries):
+        if isinstance(e, CliLine) and e.type == "control_response":
+            view = view_of(e)
+            assert isinstance(view, ControlResponse)
+            rid = view.response.request_id or ""
+            if rid.startswith(PRIME_REQUEST_PREFIX):
+                out.append((i, rid, view.response.subtype))
+    return out
+
+
+@pytest.mark.slow
+async def test_a_warm_process_is_primed_and_its_answers_open_the_session_log() -> None:
+    async with open_runtime(config(pool_size=1)) as rt:
+        await _until(lambda: rt.readiness().pool.state == "ready")
+        info = await rt.create_session(SIM)
+        stream, entries = await run_turn(rt, info.id, "hello")
+        assert ended(entries).outcome == "completed"
+        log = assert_gap_free(rt, info.id)
+        spawned = next(i for i, e in enumerate(log) if isinstance(e, ProcessSpawned))
+        assert isinstance(log[spawned], ProcessSpawned) and log[spawned].warm
+        answers = _prime_answers(log)
+        # The simulator knows `initialize` and, like CLI 2.1.327 for requests it lacks, answers the other
+        # with an error: both count as answered.
+        assert [(rid, sub) for _, rid, sub in answers] == [
+            (f"{PRIME_REQUEST_PREFIX}initialize", "success"),
+            (f"{PRIME_REQUEST_PREFIX}context", "error"),
+        ]
+        assert [i for i, _, _ in answers] == [spawned + 1, spawned + 2]  # right after process.spawned
+        assert all(log[i].stream is None for i, _, _ in answers)  # no turn's lines (nor its first event)
+        turn_lines = [e for e in log if isinstance(e, CliLine) and e.stream == stream]
+        assert turn_lines[0].type == "system"  # the turn's first line is its own system/init
+        report = replay([Item(n, e, None) for n, e in enumerate(log, 1)])
+        assert report.violations == [] and [s.outcome for s in report.streams] == ["completed"]
+
+
+async def test_a_process_that_never_answers_priming_is_never_handed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    launcher = ScriptedLauncher()
+    mute = AgentConfig(extra_args=("--ignore-control",))
+    cfg = config(pool_size=1, default_agent=mute, pool_prime_timeout_s=5.0, pool_backoff_max_s=20.0)
+    async with open_runtime(cfg, launcher=launcher) as rt:
+        await trio.sleep(30.0)
+        pool = rt.readiness().pool
+        assert pool.ready == 0 and rt.readiness().ready  # the server is ready; only the pool is not
+        failed = [r.entry for r in rt.pool.journal.read(0, 1000) if isinstance(r.entry, PoolSpawnFailed)]
+        assert failed and all(
+            "did not answer the pool's priming requests within 5 s" in f.error for f in failed
+        )
+        assert sum(p.returncode is not None for p in launcher.spawned) >= len(failed)  # retired, not kept
+        info = await rt.create_session()
+        _, entries = await run_turn(rt, info.id, "[[deltas=1]] hi")
+        assert ended(entries).outcome == "completed"
+        spawned = [e for e in assert_gap_free(rt, info.id) if isinstance(e, ProcessSpawned)]
+        assert not spawned[0].warm  # a cold process of its own
+
+
+async def test_without_priming_a_process_is_ready_by_age_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    launcher = ScriptedLauncher()
+    mute = AgentConfig(extra_args=("--ignore-control",))
+    async with open_runtime(
+        config(pool_size=1, default_agent=mute, pool_prime=False), launcher=launcher
+    ) as rt:
+        await trio.sleep(1.0)
+        assert rt.readiness().pool.ready == 1
+        info = await rt.create_session()
+        _, entries = await run_turn(rt, info.id, "hi")
+        assert ended(entries).outcome == "completed"
+        log = assert_gap_free(rt, info.id)
+        assert next(e for e in log if isinstance(e, ProcessSpawned)).warm
+        assert _prime_answers(log) == []

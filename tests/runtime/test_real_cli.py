@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.log import CliLine, ProcessSpawned, Timeout
+from engine.log import CliLine, ProcessSpawned, Timeout, view_of
+from engine.protocol import ControlResponse
 from engine.runtime import AgentConfig, Runtime, open_runtime
+from engine.runtime.priming import PRIME_REQUEST_PREFIX
 from tests.fakeapi import ApiError, FakeModelAPI, Hang, Text, ToolUse
 from tests.realcli import claude_binary_or_skip, offline_cli_env
 from tests.runtime.conftest import assert_gap_free, config, ended, run_turn, stream_entries
@@ -142,3 +144,27 @@ async def test_killed_process_fails_the_turn_and_the_next_turn_resumes(
     assert ended(entries).outcome == "completed"
     spawned = [e for e in assert_gap_free(rt, info.id) if isinstance(e, ProcessSpawned)]
     assert spawned[-1].resume == rt.session(info.id).fold.cli_session_id is not None
+
+
+async def test_a_warm_real_cli_is_primed_before_it_is_handed_out(rt: Runtime, api: FakeModelAPI) -> None:
+    """CLI 2.1.327 answers both priming requests with success; the turn after them is an ordinary one."""
+    with trio.fail_after(TURN_S):
+        while rt.readiness().pool.ready < 1:  # noqa: ASYNC110  (the pool's state is polled, as in test_pool)
+            await trio.sleep(0.05)
+    api.push(Text("Primed and ready."))
+    info = await rt.create_session()
+    _, entries = await run_turn(rt, info.id, "hello", within=TURN_S)
+    assert ended(entries).outcome == "completed"
+    log = assert_gap_free(rt, info.id)
+    spawned = next(i for i, e in enumerate(log) if isinstance(e, ProcessSpawned))
+    assert isinstance(log[spawned], ProcessSpawned) and log[spawned].warm
+    answers = [view_of(e) for e in log[spawned + 1 : spawned + 3] if isinstance(e, CliLine)]
+    assert [
+        (a.response.request_id, a.response.subtype) for a in answers if isinstance(a, ControlResponse)
+    ] == [
+        (f"{PRIME_REQUEST_PREFIX}initialize", "success"),
+        (f"{PRIME_REQUEST_PREFIX}context", "success"),
+    ]
+    context = answers[1]
+    assert isinstance(context, ControlResponse) and context.response.response is not None
+    assert "categories" in context.response.response  # what the CLI built: the system prompt's share etc.
