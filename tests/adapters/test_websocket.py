@@ -121,3 +121,34 @@ async def test_subscription_flood_is_bounded(server: Server) -> None:
                 frame = await recv(ws)
             codes.append(frame.get("code", frame["type"]))
         assert codes.count("ack") == 64 and codes.count("too_many_subscriptions") == 6
+
+
+async def test_many_subscriptions_on_one_connection_each_get_their_whole_stream(server: Server) -> None:
+    """Subscriptions write their own frames when nothing is queued (adapters/websocket.py): with several
+    turns streaming at once on one connection, every frame parses, and each subscription gets exactly its
+    stream's entries, in order, then its ``end``."""
+    assert server.ws is not None
+    async with server.client() as c:
+        turns: dict[str, tuple[str, str]] = {}
+        for i in range(6):
+            sid = await new_session(c)
+            r = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "[[sim tokens=80 token_ms=1]] go"})
+            turns[f"sub{i}"] = (sid, r.json()["turn_id"])
+        got: dict[str, list[dict[str, Any]]] = {sub: [] for sub in turns}
+        ended: set[str] = set()
+        async with open_websocket_url(server.ws) as ws:
+            for sub, (sid, tid) in turns.items():
+                await send(ws, {"op": "subscribe", "session": sid, "turn": tid, "id": sub})
+            while len(ended) < len(turns):
+                frame = await recv(ws)
+                if frame["type"] == "ack":
+                    continue
+                if frame["type"] == "end":
+                    assert frame["last_seq"] == got[frame["sub"]][-1]["seq"]
+                    ended.add(frame["sub"])
+                    continue
+                assert frame["type"] == "entries" and frame["sub"] not in ended
+                got[frame["sub"]] += frame["entries"]
+        for sub, (sid, tid) in turns.items():
+            assert got[sub] == [e for e in await log_entries(c, sid) if e["stream"] == tid]
+            assert got[sub][-1]["kind"] == "stream.ended"

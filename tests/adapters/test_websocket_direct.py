@@ -69,3 +69,43 @@ async def test_a_closed_connection_raises_connection_closed() -> None:
                 await done.wait()
         nursery.cancel_scope.cancel()
     assert outcome == ["closed"]
+
+
+async def test_concurrent_senders_never_interleave_and_keep_their_own_order() -> None:
+    """Subscriptions send their frames from their own tasks (adapters/websocket.py _send_entries): frames
+    from several tasks, some larger than the socket buffers (written partly, then under the stream lock),
+    arrive whole, and each task's frames in the order it sent them."""
+    senders = 4
+    per_sender = 60
+
+    def frame(s: int, i: int) -> bytes:
+        blob = "y" * (3_000_000 if i % 20 == 7 else 10)  # a few frames the kernel cannot take at once
+        return json.dumps({"s": s, "i": i, "blob": blob}).encode()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        direct = _DirectSend.of(ws)
+        assert direct is not None
+
+        async def send_all(s: int) -> None:
+            for i in range(per_sender):
+                await direct.send_text(frame(s, i))
+
+        async with trio.open_nursery() as senders_nursery:
+            for s in range(senders):
+                senders_nursery.start_soon(send_all, s)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        seen: dict[int, list[int]] = {s: [] for s in range(senders)}
+        async with open_websocket(
+            "127.0.0.1", server.port, "/", use_ssl=False, max_message_size=1 << 25
+        ) as ws:
+            with trio.fail_after(60):
+                await trio.sleep(0.2)  # let the senders fill the buffers first
+                for _ in range(senders * per_sender):
+                    message = json.loads(str(await ws.get_message()))  # a torn frame would not parse
+                    seen[message["s"]].append(message["i"])
+        nursery.cancel_scope.cancel()
+    assert seen == {s: list(range(per_sender)) for s in range(senders)}
