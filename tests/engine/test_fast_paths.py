@@ -27,6 +27,7 @@ from engine.protocol import LineError, Message, SystemMessage, decode_message
 from engine.replay import replay
 from engine.timing import tokens_of
 from engine.transcript import Item, frames_of, read_entries
+from tests.reference import one_line_at_a_time
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((ROOT / "tests" / "fixtures").glob("**/*.jsonl"))
@@ -160,14 +161,7 @@ def test_entries_from_frames_is_entry_from_frame_per_line() -> None:
         Truncated(raw=b'{"a"'),
     ]
     made = entries_from_frames(frames, seq=5, ts=1.5, stream="t1")
-    expected = []
-    seq = 5
-    for frame in frames:
-        one = entry_from_frame(frame, seq=seq, ts=1.5, stream="t1")
-        if one is not None:
-            expected.append(one)
-            seq += 1
-    assert made == expected
+    assert made == one_line_at_a_time(frames, seq=5, ts=1.5, stream="t1")
 
 
 # --- the transcript reader ----------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from engine.runtime.session import SessionFolder
 from engine.stores.file import FileLogStore
 from engine.stores.memory import MemoryLogStore
 from engine.transcript import frames_of, read_entries
+from tests.reference import one_line_at_a_time
 from tests.reliability.servers import ODD_LINES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,14 +169,8 @@ def test_decoder_never_raises_and_keeps_every_byte(line: bytes) -> None:
 def test_batch_hot_path_agrees_with_the_one_line_path(batch: list[bytes]) -> None:
     batch = [ln for ln in batch if b"\n" not in ln]
     fast = entries_from_frames(batch, seq=1, ts=1.0, stream="t1")
-    slow = []
-    seq = 1
-    for ln in batch:
-        made = entry_from_frame(ln, seq=seq, ts=1.0, stream="t1")
-        if made is not None:
-            slow.append(made[0])
-            seq += 1
-    assert [e for e, _ in fast] == slow
+    slow = one_line_at_a_time(batch, seq=1, ts=1.0, stream="t1")
+    assert [e for e, _ in fast] == [e for e, _ in slow]
 
 
 def test_recorder_prefix_with_a_late_comma_does_not_crash_the_decoder() -> None:
