@@ -25,7 +25,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     listener (8701; 0 picks a free port; -1 disables it). ``token``: required on every request when set,
     and required when binding to anything but loopback. ``cors_origins``: origins allowed to call the API
     from a browser (none by default). ``heartbeat_s``: SSE comment interval (15 s). ``send_timeout_s``: a
-    client that does not take a write for this long is dropped (10 s); it resumes with ``Last-Event-ID``.
+    client (SSE or WebSocket) that does not take a write for this long is dropped (10 s); it resumes with
+    ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
     ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_prompt_bytes``: larger
     prompts get 413 (1 MiB). ``max_ws_message``: larger WebSocket frames close the connection with 1009
     (1 MiB). ``max_ws_subscriptions``: per connection (64).

@@ -148,14 +148,20 @@ class _DirectSend:
     trio-websocket release no longer has them.
     """
 
-    def __init__(self, ws: WebSocketConnection, stream: trio.SocketStream) -> None:
+    def __init__(self, ws: WebSocketConnection, stream: trio.SocketStream, send_timeout_s: float) -> None:
         self._ws = ws
         self._stream = stream
         self._lock: trio.StrictFIFOLock = ws._stream_lock
         self._proto: WSConnection = ws._wsproto
+        self._timeout = send_timeout_s
 
     @classmethod
-    def of(cls, ws: WebSocketConnection) -> _DirectSend | None:
+    def of(cls, ws: WebSocketConnection, send_timeout_s: float = 10.0) -> _DirectSend | None:
+        """The direct sender of ``ws``, or None when trio-websocket's internals are not as expected.
+
+        A frame whose write does not finish within ``send_timeout_s`` (a client that stopped reading)
+        closes the connection, as for SSE: the client resumes from the log with ``after``.
+        """
         stream = getattr(ws, "_stream", None)
         lock = getattr(ws, "_stream_lock", None)
         proto = getattr(ws, "_wsproto", None)
@@ -165,7 +171,7 @@ class _DirectSend:
             and isinstance(proto, WSConnection)
             and hasattr(ws, "_close_reason")
         ):
-            return cls(ws, stream)
+            return cls(ws, stream, send_timeout_s)
         return None
 
     async def send_text(self, frame: bytes) -> None:
@@ -186,9 +192,17 @@ class _DirectSend:
                 return
         async with self._lock:
             try:
-                await self._stream.send_all(data[sent:])
+                with trio.move_on_after(self._timeout) as scope:
+                    await self._stream.send_all(data[sent:])
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ConnectionClosed(CloseReason(1006, "the connection broke")) from exc
+            if scope.cancelled_caught:
+                # Half a frame may be on the wire: the connection is unusable. Close the socket (its
+                # reader then ends the connection for trio-websocket too) and end this one's tasks.
+                with trio.CancelScope(shield=True):
+                    await self._stream.aclose()
+                reason = f"the client read nothing for {self._timeout:g} s"
+                raise ConnectionClosed(CloseReason(1006, reason))
 
 
 class _WsError(Exception):
@@ -290,7 +304,7 @@ class _Connection:
         self._next = 0
 
     async def run(self) -> None:
-        self.direct = _DirectSend.of(self.ws)
+        self.direct = _DirectSend.of(self.ws, self.config.send_timeout_s)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._writer)

@@ -8,12 +8,14 @@ buffers hold for a reader that does not read — so the server's writes to it bl
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from adapters.config import ServerConfig
 from bench.load import Reader, expected_seqs, http, log_of, read_sse
@@ -83,3 +85,59 @@ async def test_sigterm_is_not_held_up_by_a_stalled_client(tmp_path: Path) -> Non
         )
     finally:
         sp.stop()
+
+
+async def _read_ws_turn(
+    url: str, sid: str, tid: str, after: int, seqs: list[int], stall: trio.Event | None = None
+) -> bool:
+    """Subscribe to a turn from ``after`` and append its entries' seqs; True if its ``end`` came, False if
+    the server closed the connection first. With ``stall``: read only the ack, then nothing until set."""
+    async with open_websocket_url(url, max_message_size=1 << 26) as ws:
+        await ws.send_message(json.dumps({"op": "subscribe", "session": sid, "turn": tid, "after": after}))
+        try:
+            assert json.loads(await ws.get_message())["type"] == "ack"
+            if stall is not None:
+                await stall.wait()  # trio-websocket stops reading the socket once its queue is full
+            while True:
+                frame = json.loads(await ws.get_message())
+                if frame["type"] == "end":
+                    return True
+                seqs.extend(e["seq"] for e in frame["entries"])
+        except ConnectionClosed:
+            return False
+
+
+async def test_a_stalled_websocket_client_is_dropped_and_resumes_without_loss(tmp_path: Path) -> None:
+    sc = ServerConfig(port=0, ws_port=0, heartbeat_s=0.5, send_timeout_s=SEND_TIMEOUT_S)
+    async with inproc_server(runtime_config(tmp_path / "data", pool_size=1), sc) as live:
+        assert live.ws is not None
+        port = int(live.base.rsplit(":", 1)[1])
+        _status, body = await http(port, "POST", "/v1/sessions")
+        sid = body["id"]
+        _status, body = await http(port, "POST", f"/v1/sessions/{sid}/turns", {"prompt": BIG_TURN})
+        tid = body["turn_id"]
+        normal: list[int] = []
+        staller: list[int] = []
+        release = trio.Event()
+        outcome: dict[str, bool] = {}
+
+        async def run(name: str, seqs: list[int], stall: trio.Event | None) -> None:
+            outcome[name] = await _read_ws_turn(live.ws or "", sid, tid, 0, seqs, stall)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                n.start_soon(run, "normal", normal, None)
+                n.start_soon(run, "staller", staller, release)
+                await until(lambda: "normal" in outcome)
+                # The turn is over for everyone else; the staller has not read for longer than the timeout.
+                await trio.sleep(SEND_TIMEOUT_S + 3)
+                release.set()
+            assert outcome == {"normal": True, "staller": False}, (
+                f"the server never dropped a WebSocket client that did not read for {SEND_TIMEOUT_S + 3:.0f}s "
+                f"(send_timeout_s={SEND_TIMEOUT_S}): {outcome}"
+            )
+            # The dropped client resumes after the last entry it got: the rest, no gap, no duplicate.
+            resumed = await _read_ws_turn(live.ws, sid, tid, staller[-1] if staller else 0, staller)
+        want = [e["seq"] for e in await log_of(port, sid) if e["stream"] == tid]
+        assert normal == want
+        assert resumed and staller == want
