@@ -34,7 +34,7 @@ from engine.log import (
     valid_utf8,
     view_of,
 )
-from engine.protocol import LineError, Message, StreamEvent, decode_message
+from engine.protocol import LineError, Message, decode_message
 
 __all__ = ["Format", "Item", "frames_of", "read_entries", "sniff_format"]
 
@@ -59,14 +59,6 @@ _log_head = msgspec.json.Decoder(_LogHead)
 _RECORDER_KEY: Final = b'{"_t":'
 """How a recorder's line starts: its arrival time is the line's first key (``{"_t":<ms>,...}``)."""
 _recorder_value = msgspec.json.Decoder(float | None)
-_stream_decoder: Final = msgspec.json.Decoder(StreamEvent)  # decode_message's stream fast path, inlined
-_STREAM_ERRORS: Final = (
-    IndexError,
-    msgspec.ValidationError,
-    msgspec.DecodeError,
-    UnicodeDecodeError,
-    RecursionError,
-)
 
 
 def sniff_format(line: bytes) -> Format:
@@ -130,7 +122,6 @@ def read_entries(frames: Iterable[Frame], *, decode_views: bool = True) -> Itera
         return
     yield _transcript_item(line_no, seq, first)
     decode_view = decode_message
-    stream_decode = _stream_decoder.decode
     tags = VIEW_TAGS
     raw = msgspec.Raw
     key = _RECORDER_KEY
@@ -139,17 +130,8 @@ def read_entries(frames: Iterable[Frame], *, decode_views: bool = True) -> Itera
         if type(frame) is bytes and frame and frame[0] == 0x7B and frame[-1] == 0x7D:  # "{" ... "}"
             # A typed CLI message, as entry_from_frame makes it; anything else takes _transcript_item.
             seq += 1
-            # A stream event (most lines: 't' of `"type":"st` where the CLI writes it, after the recorder's
-            # `{"_t":<13-digit ms>,` if any) straight to its decoder, as decode_message would take it.
-            try:
-                view = stream_decode(frame) if frame[29 if frame[2] == 0x5F else 10] == 0x74 else None
-            except _STREAM_ERRORS:
-                view = None
-            if view is not None:
-                tag: str | None = "stream_event"
-            else:
-                view = decode_view(frame)
-                tag = tags.get(type(view))
+            view = decode_view(frame)
+            tag = tags.get(type(view))
             if tag is not None and (frame.isascii() or valid_utf8(frame)):
                 ts = _recorder_ts(frame) if frame.startswith(key) else None
                 entry = CliLine(seq=seq, ts=ts, stream=None, type=tag, msg=raw(frame))

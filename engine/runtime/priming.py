@@ -115,10 +115,8 @@ class PrimedProcess:
 
     async def receive_stdout(self) -> bytes:
         """What priming read, unless taken (in one chunk), then the process's own stdout chunks."""
-        if self._preamble:
-            data, self._preamble = self._preamble, b""
-            return data
-        return await self.inner.receive_stdout()
+        data = self.take_preamble()
+        return data if data else await self.inner.receive_stdout()
 
     async def receive_stderr(self) -> bytes:
         """The next chunk of stderr; ``b""`` at end of file."""
