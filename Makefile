@@ -7,21 +7,29 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck unit bench clean docs
 
-$(STAMP): pyproject.toml
+SERVE_STAMP := $(VENV)/.serve-stamp
+
+# What serving needs (the demo): Turnstile and its runtime dependencies, nothing for tests.
+$(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+# Everything the tests need: the test tools and the real Claude Code CLI (bundled in the SDK's wheel).
+$(STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,claude]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(SERVE_STAMP)
 	$(BIN)/turnstile serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine adapters tests bench
-	$(BIN)/ruff format --check engine adapters tests bench
+	$(BIN)/ruff check engine adapters turnstile tests bench
+	$(BIN)/ruff format --check engine adapters turnstile tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict engine adapters
+	$(BIN)/mypy --strict -p turnstile
 
 unit: $(STAMP)
 	$(BIN)/pytest

@@ -11,11 +11,11 @@ __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order --help lists them. Each exposes add_parser(subparsers) and run(args).
 _COMMANDS = (
-    "adapters.commands.serve",
-    "adapters.commands.sim",
-    "adapters.commands.replay",
-    "adapters.commands.diagram",
-    "adapters.commands.stats",
+    "turnstile.adapters.commands.serve",
+    "turnstile.adapters.commands.sim",
+    "turnstile.adapters.commands.replay",
+    "turnstile.adapters.commands.diagram",
+    "turnstile.adapters.commands.stats",
 )
 
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sim"]:
         # The simulator parses its own flags (the CLI's), so they pass through untouched.
-        from engine.agents.sim import main as sim_main
+        from turnstile.engine.agents.sim import main as sim_main
 
         return sim_main(argv[1:])
     parser = build_parser()

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import ConfigError
+from turnstile.engine.errors import ConfigError
 
 __all__ = ["ServerConfig", "is_loopback"]
 

@@ -6,7 +6,7 @@ from typing import Final
 
 import msgspec
 
-from engine import errors
+from turnstile.engine import errors
 
 __all__ = ["ApiError", "error_body", "status_for"]
 

@@ -23,14 +23,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters import views
-from adapters.config import ServerConfig
-from adapters.errors import ApiError, error_body, status_for
-from adapters.metrics import render_metrics
-from adapters.sse import SseSource, stream_sse
-from engine.errors import Lagged, TurnstileError
-from engine.log import Record, SessionStopped, StreamEnded
-from engine.runtime.runtime import Runtime
+from turnstile.adapters import views
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.errors import ApiError, error_body, status_for
+from turnstile.adapters.metrics import render_metrics
+from turnstile.adapters.sse import SseSource, stream_sse
+from turnstile.engine.errors import Lagged, TurnstileError
+from turnstile.engine.log import Record, SessionStopped, StreamEnded
+from turnstile.engine.runtime.runtime import Runtime
 
 __all__ = ["create_app"]
 
@@ -220,7 +220,7 @@ class _Api:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def machines(self, request: Request) -> Response:
-        from adapters.machines_view import machines_json
+        from turnstile.adapters.machines_view import machines_json
 
         return json_response(machines_json())
 

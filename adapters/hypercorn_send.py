@@ -21,7 +21,7 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
 
-from adapters.direct_write import write_now
+from turnstile.adapters.direct_write import write_now
 
 __all__ = ["install"]
 

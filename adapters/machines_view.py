@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from engine.specs import edges, load_specs
+from turnstile.engine.specs import edges, load_specs
 
 __all__ = ["machines_json"]
 

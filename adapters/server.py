@@ -23,13 +23,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from adapters.config import ServerConfig
-from adapters.errors import error_body
-from adapters.http import create_app
-from adapters.hypercorn_send import install as install_send_timeout
-from adapters.websocket import Connections, serve_websockets
-from engine.runtime.config import RuntimeConfig
-from engine.runtime.runtime import open_runtime
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.errors import error_body
+from turnstile.adapters.http import create_app
+from turnstile.adapters.hypercorn_send import install as install_send_timeout
+from turnstile.adapters.websocket import Connections, serve_websockets
+from turnstile.engine.runtime.config import RuntimeConfig
+from turnstile.engine.runtime.runtime import open_runtime
 
 __all__ = ["ServerPorts", "freeze_startup_heap", "run_server"]
 

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import trio
 
-from engine.log import CliLine, Record, kind_of
+from turnstile.engine.log import CliLine, Record, kind_of
 
 __all__ = ["SSE_HEADERS", "SseSource", "format_record", "stream_sse"]
 

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from engine.errors import StreamNotFound
-from engine.log import Record
-from engine.runtime.info import SessionInfo, TurnInfo
-from engine.runtime.runtime import Runtime
-from engine.runtime.session import Session
+from turnstile.engine.errors import StreamNotFound
+from turnstile.engine.log import Record
+from turnstile.engine.runtime.info import SessionInfo, TurnInfo
+from turnstile.engine.runtime.runtime import Runtime
+from turnstile.engine.runtime.session import Session
 
 __all__ = ["last_seq", "read_log", "session", "session_closed", "session_info", "stream_bounds", "turn_info"]
 

@@ -49,13 +49,13 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionState as WsState
 from wsproto.events import TextMessage
 
-from adapters import views
-from adapters.config import ServerConfig
-from adapters.direct_write import write_now
-from adapters.errors import status_for
-from engine.errors import Lagged, TurnstileError
-from engine.log import Record, SessionStopped, StreamEnded
-from engine.runtime.runtime import Runtime
+from turnstile.adapters import views
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.direct_write import write_now
+from turnstile.adapters.errors import status_for
+from turnstile.engine.errors import Lagged, TurnstileError
+from turnstile.engine.log import Record, SessionStopped, StreamEnded
+from turnstile.engine.runtime.runtime import Runtime
 
 __all__ = ["Connections", "handle_connection", "serve_websockets"]
 

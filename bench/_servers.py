@@ -1,7 +1,7 @@
 """Servers the latency and fan-out benchmarks talk to, each in a child process of its own.
 
 ``python bench/_servers.py turnstile DATA_DIR [FSYNC]`` runs ``turnstile serve``
-(``adapters.server.run_server``) with ``bench/emitter.py`` as the agent and pool size 0.
+(``turnstile.adapters.server.run_server``) with ``bench/emitter.py`` as the agent and pool size 0.
 ``python bench/_servers.py sse-starlette`` runs the alternative a user would likely write: a Starlette
 app under hypercorn's trio worker that spawns the same emitter on ``POST /start?prompt=...``, reads its
 stdout lines and fans each one out to every ``GET /events`` subscriber through a memory stream, sent by
@@ -27,7 +27,7 @@ from typing import Any
 import _common
 import trio
 
-from adapters.config import ServerConfig
+from turnstile.adapters.config import ServerConfig
 
 
 class ServerProcess:
@@ -82,8 +82,8 @@ def _announce(http: int, ws: int | None) -> None:
 
 
 async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
-    from adapters.server import freeze_startup_heap, run_server
-    from engine.runtime.config import AgentConfig, RuntimeConfig
+    from turnstile.adapters.server import freeze_startup_heap, run_server
+    from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 
     binary = _common.emitter_binary(Path(data_dir))
     runtime = RuntimeConfig(

@@ -27,10 +27,10 @@ import _common  # noqa: F401  (puts the repo root on sys.path)
 import trio
 from _common import median, note, pct, table, target
 
-from engine.errors import AgentBinaryNotFound
-from engine.log import CliLine
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.runtime import Runtime, open_runtime
+from turnstile.engine.errors import AgentBinaryNotFound
+from turnstile.engine.log import CliLine
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.runtime import Runtime, open_runtime
 
 
 async def first_event(rt: Runtime, limit_s: float = 60.0) -> float:
@@ -64,9 +64,9 @@ async def agents(kind: str, tmp: Path) -> AsyncIterator[AgentConfig]:
     if kind == "sim":
         yield AgentConfig(agent="sim", extra_args=("--speed", "0"))
         return
-    from engine.agents.claude import find_claude_binary
     from tests.fakeapi import FakeModelAPI
     from tests.realcli import offline_cli_env
+    from turnstile.engine.agents.claude import find_claude_binary
 
     binary = find_claude_binary()
     work = tmp / "work"

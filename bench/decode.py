@@ -31,8 +31,8 @@ import _common  # noqa: F401  (puts the repo root on sys.path)
 import msgspec
 from _common import FIXTURES, note, table, target
 
-from engine.framing import LineFramer
-from engine.log import entries_from_frames, entry_from_frame
+from turnstile.engine.framing import LineFramer
+from turnstile.engine.log import entries_from_frames, entry_from_frame
 
 BATCH_BYTES = 65536
 

@@ -27,11 +27,11 @@ from _clients import Received, http_json, sse_client
 from _common import FIXTURES, note, rss_bytes, table
 from _servers import ServerProcess
 
-from engine.framing import LineFramer
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.journal import Journal
-from engine.runtime.runtime import open_runtime
-from engine.stores.memory import MemoryLogStore
+from turnstile.engine.framing import LineFramer
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.runtime import open_runtime
+from turnstile.engine.stores.memory import MemoryLogStore
 
 KIB = 1024
 

@@ -26,10 +26,10 @@ import trio
 from _clients import emitter_turn
 from _common import emitter_argv, emitter_binary, note, table, target
 
-from engine.errors import Lagged
-from engine.log import CliLine
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.runtime import open_runtime
+from turnstile.engine.errors import Lagged
+from turnstile.engine.log import CliLine
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.runtime import open_runtime
 
 
 def prompt(lines: int, block: bool = False) -> str:

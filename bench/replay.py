@@ -11,7 +11,7 @@ For each, timed in one run, interleaved, best of ``--repeat`` rounds, reading th
 as ``turnstile replay`` does:
 
 * ``decode``              — ``read_entries(frames_of(...))``: framing, the entry, the typed CLI view;
-* ``decode+fold+timing``  — ``engine.replay.replay`` over the same items: the session and stream
+* ``decode+fold+timing``  — ``turnstile.engine.replay.replay`` over the same items: the session and stream
   machines (``transitions`` triggers for lifecycle entries), and every stream's timing.
 
 Targets: >= 200k entries/s through decode + fold + timing, and >= 0.5x the decode-only rate.
@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 import _common  # noqa: F401  (puts the repo root on sys.path)
 from _common import ROOT, gc_paused, note, table, target
 
-from engine.fold import SessionFold
-from engine.log import (
+from turnstile.engine.fold import SessionFold
+from turnstile.engine.log import (
     CliLine,
     Entry,
     PromptWritten,
@@ -37,8 +37,8 @@ from engine.log import (
     encode_entry,
     entry_from_frame,
 )
-from engine.replay import replay
-from engine.transcript import frames_of, read_entries
+from turnstile.engine.replay import replay
+from turnstile.engine.transcript import frames_of, read_entries
 
 TRANSCRIPTS = sorted((ROOT / "tests" / "fixtures" / "transcripts").glob("*.jsonl"))
 CHUNK = 1 << 20

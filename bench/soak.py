@@ -47,8 +47,6 @@ if str(ROOT) not in sys.path:
 import trio  # noqa: E402
 
 from bench.load import Reader, http, read_sse  # noqa: E402
-from engine.replay import replay  # noqa: E402
-from engine.transcript import frames_of, read_entries  # noqa: E402
 from tests.procs import (  # noqa: E402
     become_subreaper,
     descendants,
@@ -58,6 +56,8 @@ from tests.procs import (  # noqa: E402
 )
 from tests.reliability.clients import until  # noqa: E402
 from tests.reliability.servers import ServerProcess, wait_healthy  # noqa: E402
+from turnstile.engine.replay import replay  # noqa: E402
+from turnstile.engine.transcript import frames_of, read_entries  # noqa: E402
 
 __all__ = ["FAULTS", "run_matrix", "soak"]
 

@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from engine.errors import TurnstileError
-from engine.specs import REFLEXIVE, Spec, edges
+from turnstile.engine.errors import TurnstileError
+from turnstile.engine.specs import REFLEXIVE, Spec, edges
 
 __all__ = ["dot", "markdown_section", "mermaid", "update_doc"]
 

@@ -57,8 +57,8 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from engine.errors import SpecError
-from engine.log import (
+from turnstile.engine.errors import SpecError
+from turnstile.engine.log import (
     AnyEntry,
     CliLine,
     InterruptEscalated,
@@ -86,8 +86,8 @@ from engine.log import (
     TurnRequested,
     view_of,
 )
-from engine.machines import MachineKind, Model, pool_machine, session_machine, stream_machine
-from engine.protocol import (
+from turnstile.engine.machines import MachineKind, Model, pool_machine, session_machine, stream_machine
+from turnstile.engine.protocol import (
     AssistantMessage,
     ContentBlockDelta,
     ContentBlockStart,
@@ -107,7 +107,7 @@ from engine.protocol import (
     ToolUseBlock,
     UserMessage,
 )
-from engine.timing import StateClock, TurnTiming, tokens_of, turn_cost
+from turnstile.engine.timing import StateClock, TurnTiming, tokens_of, turn_cost
 
 __all__ = [
     "NEW",
@@ -425,8 +425,12 @@ class SessionFold:
     def __init__(self, session_id: str | None = None) -> None:
         self._sk = session_machine()
         self._tk = stream_machine()
-        self._sk.require(triggers=_SESSION_TRIGGERS, states=("busy", "interrupting"), user="engine.fold")
-        self._tk.require(triggers=_STREAM_TRIGGERS, states=(*_OUTCOME_TRIGGER, "queued"), user="engine.fold")
+        self._sk.require(
+            triggers=_SESSION_TRIGGERS, states=("busy", "interrupting"), user="turnstile.engine.fold"
+        )
+        self._tk.require(
+            triggers=_STREAM_TRIGGERS, states=(*_OUTCOME_TRIGGER, "queued"), user="turnstile.engine.fold"
+        )
         if self._tk.terminal != set(_TERMINAL):
             raise SpecError(
                 f"specs/stream.toml must have exactly the terminal states {sorted(_TERMINAL)} "
@@ -981,7 +985,9 @@ class PoolFold:
 
     def __init__(self, pool_id: str = "pool") -> None:
         self._kind = pool_machine()
-        self._kind.require(triggers=_POOL_TRIGGERS, states=("degraded",), user="engine.fold.PoolFold")
+        self._kind.require(
+            triggers=_POOL_TRIGGERS, states=("degraded",), user="turnstile.engine.fold.PoolFold"
+        )
         self.id = pool_id
         self.target = 0
         # Warm processes by key, as pid sets: a loss or checkout of a pid that never became ready (or

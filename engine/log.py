@@ -24,8 +24,8 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 import msgspec
 
-from engine.framing import Frame, Oversized, Truncated
-from engine.protocol import (
+from turnstile.engine.framing import Frame, Oversized, Truncated
+from turnstile.engine.protocol import (
     InvalidMessage,
     LineError,
     Message,
@@ -34,7 +34,7 @@ from engine.protocol import (
     decode_line,
     decode_message,
 )
-from engine.timing import TurnTiming
+from turnstile.engine.timing import TurnTiming
 
 __all__ = [
     "CliDecodeError",

@@ -46,8 +46,8 @@ from typing import Any, Final, TypeAlias, cast
 
 from transitions import Event, EventData, Machine, State, Transition
 
-from engine.errors import SpecError
-from engine.specs import Edge, Spec, edges, load_specs, specs_dir
+from turnstile.engine.errors import SpecError
+from turnstile.engine.specs import Edge, Spec, edges, load_specs, specs_dir
 
 __all__ = [
     "MachineKind",

@@ -19,10 +19,10 @@ from typing import Final
 
 import msgspec
 
-from engine.fold import POOL_ENTRIES, Change, PoolFold, SessionFold, StreamView, Violation
-from engine.log import CliDecodeError, CliLine, CliOversized, LogRepaired, Outcome
-from engine.timing import TurnTiming
-from engine.transcript import Item
+from turnstile.engine.fold import POOL_ENTRIES, Change, PoolFold, SessionFold, StreamView, Violation
+from turnstile.engine.log import CliDecodeError, CliLine, CliOversized, LogRepaired, Outcome
+from turnstile.engine.timing import TurnTiming
+from turnstile.engine.transcript import Item
 
 __all__ = [
     "ReplayReport",

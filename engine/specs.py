@@ -51,7 +51,7 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-from engine.errors import SpecError
+from turnstile.engine.errors import SpecError
 
 __all__ = [
     "KINDS",

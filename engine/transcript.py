@@ -22,8 +22,8 @@ from typing import Final, Literal, NamedTuple, TypeAlias
 
 import msgspec
 
-from engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
-from engine.log import (
+from turnstile.engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
+from turnstile.engine.log import (
     VIEW_TAGS,
     AnyEntry,
     CliDecodeError,
@@ -34,7 +34,7 @@ from engine.log import (
     valid_utf8,
     view_of,
 )
-from engine.protocol import LineError, Message, decode_message
+from turnstile.engine.protocol import LineError, Message, decode_message
 
 __all__ = ["Format", "Item", "frames_of", "read_entries", "sniff_format"]
 

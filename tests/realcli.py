@@ -22,14 +22,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
-from engine.agents.claude import (
+from turnstile.engine.agents.claude import (
     claude_argv,
     find_claude_binary,
     interrupt_line,
     offline_env,
     user_message_line,
 )
-from engine.errors import AgentBinaryNotFound
+from turnstile.engine.errors import AgentBinaryNotFound
 
 if TYPE_CHECKING:
     from tests.fakeapi import FakeModelAPI

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.framing import Frame
-from engine.log import Entry, entry_from_frame
-from engine.protocol import LineError, Message
+from turnstile.engine.framing import Frame
+from turnstile.engine.log import Entry, entry_from_frame
+from turnstile.engine.protocol import LineError, Message
 
 
 def one_line_at_a_time(

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from engine.diagram import dot, mermaid, update_doc
-from engine.errors import TurnstileError
-from engine.specs import KINDS, Spec, load_specs
+from turnstile.engine.diagram import dot, mermaid, update_doc
+from turnstile.engine.errors import TurnstileError
+from turnstile.engine.specs import KINDS, Spec, load_specs
 
 __all__ = ["DEFAULT_DOC", "add_parser", "run"]
 
@@ -109,7 +109,7 @@ def _svg(source: str) -> str:
     return done.stdout.decode()
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m adapters.commands.diagram ...`
+if __name__ == "__main__":  # pragma: no cover - `python -m turnstile.adapters.commands.diagram ...`
     _parser = argparse.ArgumentParser(prog="turnstile")
     add_parser(_parser.add_subparsers())
     sys.exit(run(_parser.parse_args(["diagram", *sys.argv[1:]])))

@@ -19,10 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
 
-from engine.errors import LogInputError, TurnstileError
-from engine.fold import Change
-from engine.replay import ReplayReport, golden_diff, render_json, render_table, render_trace_line, replay
-from engine.transcript import frames_of, read_entries
+from turnstile.engine.errors import LogInputError, TurnstileError
+from turnstile.engine.fold import Change
+from turnstile.engine.replay import (
+    ReplayReport,
+    golden_diff,
+    render_json,
+    render_table,
+    render_trace_line,
+    replay,
+)
+from turnstile.engine.transcript import frames_of, read_entries
 
 __all__ = ["add_parser", "replay_text", "run"]
 
@@ -170,7 +177,7 @@ class _Progress:
         self.out.flush()
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m adapters.commands.replay FILE`
+if __name__ == "__main__":  # pragma: no cover - `python -m turnstile.adapters.commands.replay FILE`
     _parser = argparse.ArgumentParser(prog="turnstile")
     add_parser(_parser.add_subparsers())
     _args = _parser.parse_args(["replay", *sys.argv[1:]])

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.errors import ConfigError
+from turnstile.engine.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 
@@ -51,8 +51,8 @@ def build_configs(args: argparse.Namespace, env: dict[str, str] | None = None) -
     """The ServerConfig and RuntimeConfig for these flags over the environment."""
     import os
 
-    from adapters.config import ServerConfig
-    from engine.runtime.config import RuntimeConfig
+    from turnstile.adapters.config import ServerConfig
+    from turnstile.engine.runtime.config import RuntimeConfig
 
     environ = dict(os.environ if env is None else env)
     server = ServerConfig.from_env(
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"turnstile serve: {exc}", file=sys.stderr)
         return 2
-    from adapters.server import freeze_startup_heap, run_server
+    from turnstile.adapters.server import freeze_startup_heap, run_server
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

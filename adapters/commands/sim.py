@@ -20,6 +20,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Hand over to :func:`engine.agents.sim.main` with the remaining arguments."""
-    from engine.agents.sim import main
+    from turnstile.engine.agents.sim import main
 
     return main(list(args.sim_args))

@@ -11,10 +11,10 @@ from typing import Any, Final
 
 import msgspec
 
-from engine.errors import LogInputError
-from engine.framing import DEFAULT_MAX_LINE, LineFramer
-from engine.log import CliDecodeError, CliLine, CliOversized, LogRepaired, UnknownEntry, kind_of
-from engine.protocol import (
+from turnstile.engine.errors import LogInputError
+from turnstile.engine.framing import DEFAULT_MAX_LINE, LineFramer
+from turnstile.engine.log import CliDecodeError, CliLine, CliOversized, LogRepaired, UnknownEntry, kind_of
+from turnstile.engine.protocol import (
     InvalidMessage,
     LineError,
     ResultMessage,
@@ -23,7 +23,7 @@ from engine.protocol import (
     UnknownMessage,
     UnknownStreamEvent,
 )
-from engine.transcript import Format, read_entries, sniff_format
+from turnstile.engine.transcript import Format, read_entries, sniff_format
 
 __all__ = ["LogStats", "add_parser", "collect", "run"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import trio
 
-from engine.log import CliLine, StreamEnded, view_of
-from engine.protocol import ContentBlockDelta, StreamEvent, TextDelta
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.runtime import open_runtime
+from turnstile.engine.log import CliLine, StreamEnded, view_of
+from turnstile.engine.protocol import ContentBlockDelta, StreamEvent, TextDelta
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.runtime import open_runtime
 
 
 async def ask(prompt: str) -> tuple[str, str]:

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from adapters.http import create_app
-from adapters.hypercorn_send import install as install_send_timeout
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.runtime import open_runtime
+from turnstile.adapters.http import create_app
+from turnstile.adapters.hypercorn_send import install as install_send_timeout
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.runtime import open_runtime
 
 
 async def home(request: Request) -> JSONResponse:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from engine.errors import AgentBinaryNotFound
-from engine.protocol import encode_stdin, interrupt_request, user_input
+from turnstile.engine.errors import AgentBinaryNotFound
+from turnstile.engine.protocol import encode_stdin, interrupt_request, user_input
 
 __all__ = [
     "BUNDLED_SDK_PACKAGE",

@@ -1,6 +1,6 @@
 """Turnstile's simulated agent: a stand-in for the Claude Code CLI in stream-json mode.
 
-Run it as ``python -m engine.agents.sim [flags]`` (or ``turnstile sim``). It reads and writes
+Run it as ``python -m turnstile.engine.agents.sim [flags]`` (or ``turnstile sim``). It reads and writes
 the CLI's ``stream-json`` protocol on stdin/stdout exactly as
 ``claude -p --input-format stream-json --output-format stream-json --verbose`` does, so
 Turnstile runs anywhere with no credentials, and tests can inject every fault a real CLI
@@ -543,7 +543,7 @@ def _non_negative_float(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The sim's argument parser (its ``--help`` is this module's docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m engine.agents.sim",
+        prog="python -m turnstile.engine.agents.sim",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,

@@ -6,12 +6,19 @@ log, fold) and acts on what it says. Start here: :func:`open_runtime`, :class:`R
 guarantees, timeouts, the pool and recovery.
 """
 
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.info import MetricsSnapshot, PoolStatus, Readiness, SessionInfo, TimingSummary, TurnInfo
-from engine.runtime.process import AgentProcess, Launcher, SubprocessAgent, SubprocessLauncher
-from engine.runtime.runtime import Runtime, open_runtime
-from engine.runtime.session import Session
-from engine.runtime.subscription import Subscription
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.info import (
+    MetricsSnapshot,
+    PoolStatus,
+    Readiness,
+    SessionInfo,
+    TimingSummary,
+    TurnInfo,
+)
+from turnstile.engine.runtime.process import AgentProcess, Launcher, SubprocessAgent, SubprocessLauncher
+from turnstile.engine.runtime.runtime import Runtime, open_runtime
+from turnstile.engine.runtime.session import Session
+from turnstile.engine.runtime.subscription import Subscription
 
 __all__ = [
     "AgentConfig",

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.errors import ConfigError
-from engine.framing import DEFAULT_MAX_LINE
+from turnstile.engine.errors import ConfigError
+from turnstile.engine.framing import DEFAULT_MAX_LINE
 
 __all__ = ["ENV_PREFIX", "AgentConfig", "AgentKind", "FsyncPolicy", "RuntimeConfig"]
 
@@ -30,7 +30,7 @@ FsyncPolicy = Literal["always", "lifecycle", "never"]
 class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything fixed when an agent process is spawned.
 
-    ``agent`` is ``sim`` (the built-in simulated agent, ``python -m engine.agents.sim``) or ``claude``
+    ``agent`` is ``sim`` (the built-in simulated agent, ``turnstile sim``) or ``claude``
     (the Claude Code CLI: ``binary``, else ``$TURNSTILE_CLAUDE_BIN``, else ``claude`` on PATH, else the
     binary bundled in ``claude-agent-sdk``). Both get the same stream-json argv: ``-p --input-format
     stream-json --output-format stream-json --verbose``, ``--include-partial-messages`` when

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from engine.runtime.pool import PoolStatus
-from engine.timing import TurnTiming
+from turnstile.engine.runtime.pool import PoolStatus
+from turnstile.engine.timing import TurnTiming
 
 __all__ = [
     "TIMING_BUCKETS_MS",

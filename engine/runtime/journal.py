@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Protocol, cast
 import msgspec
 import trio
 
-from engine.errors import LogError
-from engine.framing import Frame
-from engine.log import (
+from turnstile.engine.errors import LogError
+from turnstile.engine.framing import Frame
+from turnstile.engine.log import (
     CliLine,
     Entry,
     Record,
@@ -38,12 +38,12 @@ from engine.log import (
     entries_from_frames,
     record,
 )
-from engine.protocol import Message
-from engine.runtime.syncer import Syncable, Syncer, default_syncer
-from engine.stores import LogStore
+from turnstile.engine.protocol import Message
+from turnstile.engine.runtime.syncer import Syncable, Syncer, default_syncer
+from turnstile.engine.stores import LogStore
 
 if TYPE_CHECKING:
-    from engine.runtime.subscription import Subscription
+    from turnstile.engine.runtime.subscription import Subscription
 
 __all__ = ["Folder", "Journal"]
 

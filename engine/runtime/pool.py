@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import msgspec
 import trio
 
-from engine.errors import AgentBinaryNotFound, SpawnError
-from engine.fold import PoolFold
-from engine.log import (
+from turnstile.engine.errors import AgentBinaryNotFound, SpawnError
+from turnstile.engine.fold import PoolFold
+from turnstile.engine.log import (
     Entry,
     PoolCheckout,
     PoolDegraded,
@@ -51,12 +51,12 @@ from engine.log import (
     PoolStopped,
     Record,
 )
-from engine.protocol import Message
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.journal import Journal
-from engine.runtime.priming import PrimedProcess, PrimingFailed, prime, priming_requests
-from engine.runtime.process import AgentProcess, Launcher
-from engine.stores.memory import check_continues
+from turnstile.engine.protocol import Message
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.priming import PrimedProcess, PrimingFailed, prime, priming_requests
+from turnstile.engine.runtime.process import AgentProcess, Launcher
+from turnstile.engine.stores.memory import check_continues
 
 __all__ = ["Pool", "PoolStatus"]
 

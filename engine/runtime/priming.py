@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from engine.framing import LineFramer
-from engine.protocol import (
+from turnstile.engine.framing import LineFramer
+from turnstile.engine.protocol import (
     ControlResponse,
     StdinControlRequest,
     decode_line,
     encode_stdin,
     initialize_request,
 )
-from engine.runtime.process import AgentProcess
+from turnstile.engine.runtime.process import AgentProcess
 
 __all__ = ["PRIME_REQUEST_PREFIX", "PrimedProcess", "PrimingFailed", "prime", "priming_requests"]
 

@@ -25,10 +25,10 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from engine.agents.claude import claude_argv, find_claude_binary
-from engine.errors import AgentBinaryNotFound, SpawnError
-from engine.runtime.config import AgentConfig
-from engine.runtime.ledger import ProcessLedger
+from turnstile.engine.agents.claude import claude_argv, find_claude_binary
+from turnstile.engine.errors import AgentBinaryNotFound, SpawnError
+from turnstile.engine.runtime.config import AgentConfig
+from turnstile.engine.runtime.ledger import ProcessLedger
 
 __all__ = ["AgentProcess", "Launcher", "SubprocessAgent", "SubprocessLauncher", "agent_argv", "agent_env"]
 
@@ -255,7 +255,7 @@ def agent_argv(
         binary = find_claude_binary(agent.binary, env)
         prefix: list[str] = [binary]
     else:
-        prefix = [agent.binary] if agent.binary else [sys.executable, "-m", "engine.agents.sim"]
+        prefix = [agent.binary] if agent.binary else [sys.executable, "-m", "turnstile.engine.agents.sim"]
     # One argv builder for both agents: the simulator accepts the real CLI's flags by design.
     flags = claude_argv(
         "_",
@@ -274,7 +274,7 @@ def agent_env(agent: AgentConfig) -> dict[str, str]:
     # Claude Code refuses to start "inside another Claude Code session" when it sees this variable.
     env.pop("CLAUDECODE", None)
     if agent.agent == "sim" and not agent.binary:
-        # `python -m engine.agents.sim` must import engine from wherever the agent's cwd is.
+        # `python -m turnstile.engine.agents.sim` must import engine from wherever the agent's cwd is.
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _REPO_ROOT + (os.pathsep + path if path else "")
     env.update(agent.env)

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.errors import (
+from turnstile.engine.errors import (
     ConfigError,
     LogError,
     RuntimeClosed,
@@ -45,10 +45,10 @@ from engine.errors import (
     StreamNotFound,
     TurnstileError,
 )
-from engine.fold import SessionFold
-from engine.log import Entry, Record, SessionCreated, SessionRecovered, SessionStopped, StreamEnded
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.info import (
+from turnstile.engine.fold import SessionFold
+from turnstile.engine.log import Entry, Record, SessionCreated, SessionRecovered, SessionStopped, StreamEnded
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.info import (
     TIMING_BUCKETS_MS,
     MetricsSnapshot,
     Readiness,
@@ -56,15 +56,15 @@ from engine.runtime.info import (
     TimingHistogram,
     TimingSummary,
 )
-from engine.runtime.journal import Journal
-from engine.runtime.ledger import ProcessLedger
-from engine.runtime.pool import Pool
-from engine.runtime.process import Launcher, SubprocessLauncher
-from engine.runtime.session import Session, SessionFolder
-from engine.runtime.subscription import Subscription
-from engine.stores import LogStore
-from engine.stores.file import FileLogRepository, validate_session_id
-from engine.stores.memory import MemoryLogStore
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.ledger import ProcessLedger
+from turnstile.engine.runtime.pool import Pool
+from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
+from turnstile.engine.runtime.session import Session, SessionFolder
+from turnstile.engine.runtime.subscription import Subscription
+from turnstile.engine.stores import LogStore
+from turnstile.engine.stores.file import FileLogRepository, validate_session_id
+from turnstile.engine.stores.memory import MemoryLogStore
 
 __all__ = ["Runtime", "open_runtime"]
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import trio
 
-from engine.runtime.config import AgentConfig
+from turnstile.engine.runtime.config import AgentConfig
 
 __all__ = [
     "Action",
@@ -532,7 +532,7 @@ class ScriptedLauncher:
         self, agent: AgentConfig, *, resume: str | None = None, session: str | None = None
     ) -> ScriptedProcess:
         """Make a scripted process (after ``spawn_delay``)."""
-        from engine.errors import AgentBinaryNotFound
+        from turnstile.engine.errors import AgentBinaryNotFound
 
         if self.spawn_delay:
             await trio.sleep(self.spawn_delay)

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from engine.errors import AgentBinaryNotFound, LogError, QueueFull, SpawnError, StreamNotFound
-from engine.errors import SessionStopped as SessionStoppedError
-from engine.fold import SessionFold, StreamView
-from engine.framing import Frame, LineFramer
-from engine.log import (
+from turnstile.engine.errors import AgentBinaryNotFound, LogError, QueueFull, SpawnError, StreamNotFound
+from turnstile.engine.errors import SessionStopped as SessionStoppedError
+from turnstile.engine.fold import SessionFold, StreamView
+from turnstile.engine.framing import Frame, LineFramer
+from turnstile.engine.log import (
     Entry,
     InterruptEscalated,
     InterruptRequested,
@@ -54,16 +54,16 @@ from engine.log import (
     Timeout,
     TurnRequested,
 )
-from engine.protocol import Message, encode_stdin, interrupt_request, user_input
-from engine.runtime.config import AgentConfig, RuntimeConfig
-from engine.runtime.info import SessionInfo, TurnInfo
-from engine.runtime.journal import Journal
-from engine.runtime.priming import PrimedProcess
-from engine.runtime.process import AgentProcess, Launcher
-from engine.runtime.stderr import StderrCapture
+from turnstile.engine.protocol import Message, encode_stdin, interrupt_request, user_input
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
+from turnstile.engine.runtime.info import SessionInfo, TurnInfo
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.priming import PrimedProcess
+from turnstile.engine.runtime.process import AgentProcess, Launcher
+from turnstile.engine.runtime.stderr import StderrCapture
 
 if TYPE_CHECKING:
-    from engine.runtime.pool import Pool
+    from turnstile.engine.runtime.pool import Pool
 
 __all__ = ["Session", "SessionFolder"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine.framing import LineFramer, Oversized, Truncated
+from turnstile.engine.framing import LineFramer, Oversized, Truncated
 
 __all__ = ["StderrCapture"]
 

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import trio
 
-from engine.errors import Lagged
-from engine.log import Record, StreamEnded
-from engine.runtime.journal import Journal
+from turnstile.engine.errors import Lagged
+from turnstile.engine.log import Record, StreamEnded
+from turnstile.engine.runtime.journal import Journal
 
 __all__ = ["Subscription"]
 

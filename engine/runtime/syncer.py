@@ -19,7 +19,7 @@ from typing import Protocol
 
 import trio
 
-from engine.errors import LogError
+from turnstile.engine.errors import LogError
 
 __all__ = ["Syncable", "Syncer", "default_syncer"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from engine.log import Record
+from turnstile.engine.log import Record
 
 __all__ = ["LogStore"]
 

@@ -26,9 +26,9 @@ from typing import Final, Literal, TypeAlias
 
 import msgspec
 
-from engine.errors import LogCorrupted, LogError
-from engine.log import CliLine, LogRepaired, Record, decode_entry, kind_of, raw_field, record
-from engine.stores.memory import check_continues
+from turnstile.engine.errors import LogCorrupted, LogError
+from turnstile.engine.log import CliLine, LogRepaired, Record, decode_entry, kind_of, raw_field, record
+from turnstile.engine.stores.memory import check_continues
 
 __all__ = ["FileLogRepository", "FileLogStore", "FsyncPolicy", "validate_session_id"]
 

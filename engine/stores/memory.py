@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from engine.errors import LogError, SequenceGap
-from engine.log import Record
+from turnstile.engine.errors import LogError, SequenceGap
+from turnstile.engine.log import Record
 
 __all__ = ["MemoryLogStore"]
 

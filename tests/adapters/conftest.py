@@ -19,10 +19,10 @@ import pytest
 import trio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from adapters.config import ServerConfig
-from adapters.server import run_server
-from engine.runtime.config import AgentConfig, RuntimeConfig
 from tests.net import free_port
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.server import run_server
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,16 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port), "--ws-port", "-1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "turnstile.adapters.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--ws-port",
+            "-1",
+        ]
         argv += ["--data-dir", str(self.data_dir), *self.args]
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(

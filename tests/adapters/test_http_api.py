@@ -200,8 +200,8 @@ async def test_no_cors_unless_configured(nursery: object, tmp_path: object, serv
 
     import trio
 
-    from adapters.config import ServerConfig
     from tests.adapters.conftest import start_server
+    from turnstile.adapters.config import ServerConfig
 
     async with server.client() as c:
         r = await c.get("/v1/sessions", headers={"origin": "http://evil.example"})

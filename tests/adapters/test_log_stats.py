@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import main
-from engine.log import StreamEnded, TurnRequested, entry_from_frame, record
+from turnstile.adapters.cli import main
+from turnstile.engine.log import StreamEnded, TurnRequested, entry_from_frame, record
 
 TRANSCRIPTS = Path(__file__).parent.parent / "fixtures" / "transcripts"
 INTERRUPTED = TRANSCRIPTS / "jackey8616__roma__test__fixtures__claude-stream__interrupted-turn.jsonl"
@@ -107,14 +107,14 @@ def test_unusable_input_is_one_line_and_nonzero(
 
 def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "log", "stats", str(tmp_path / "missing"), "--json"],
+        [sys.executable, "-m", "turnstile.adapters.cli", "log", "stats", str(tmp_path / "missing"), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
     ok = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "log", "stats", str(INTERRUPTED), "--json"],
+        [sys.executable, "-m", "turnstile.adapters.cli", "log", "stats", str(INTERRUPTED), "--json"],
         capture_output=True,
         timeout=60,
     )

@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from adapters.cli import build_parser
-from adapters.commands.serve import build_configs
-from adapters.config import ServerConfig, is_loopback
-from engine.errors import ConfigError
+from turnstile.adapters.cli import build_parser
+from turnstile.adapters.commands.serve import build_configs
+from turnstile.adapters.config import ServerConfig, is_loopback
+from turnstile.engine.errors import ConfigError
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -125,7 +125,7 @@ def test_binding_beyond_loopback_requires_a_token(tmp_path: object) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "adapters.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "turnstile.adapters.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,

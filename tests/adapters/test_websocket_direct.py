@@ -12,7 +12,7 @@ import json
 import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest, open_websocket, serve_websocket
 
-from adapters.websocket import _DirectSend
+from turnstile.adapters.websocket import _DirectSend
 
 
 async def test_frames_go_direct_whole_and_in_order_even_when_the_kernel_takes_part() -> None:

@@ -1,4 +1,4 @@
-"""End-to-end tests of the simulated agent (``python -m engine.agents.sim``).
+"""End-to-end tests of the simulated agent (``python -m turnstile.engine.agents.sim``).
 
 Every test runs the sim as a real subprocess, talks stream-json to it over pipes and checks what
 it prints, with a deadline on every read and the process killed in a ``finally``.
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from engine.agents.sim import Directives, parse_directives
+from turnstile.engine.agents.sim import Directives, parse_directives
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = ROOT / "engine" / "agents" / "recordings"
@@ -43,7 +43,7 @@ class SimProcess:
         self.stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.agents.sim", *args],
+            [sys.executable, "-m", "turnstile.engine.agents.sim", *args],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -799,7 +799,7 @@ def test_parse_directives() -> None:
 
 def test_help_documents_directives() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "engine.agents.sim", "--help"],
+        [sys.executable, "-m", "turnstile.engine.agents.sim", "--help"],
         cwd=ROOT,
         capture_output=True,
         timeout=TIMEOUT,

@@ -119,7 +119,7 @@ class Server:
         argv = [
             sys.executable,
             "-m",
-            "adapters.cli",
+            "turnstile.adapters.cli",
             "serve",
             "--port",
             str(self.port),

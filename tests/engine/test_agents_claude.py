@@ -1,4 +1,4 @@
-"""engine.agents.claude: binary discovery order, argv and environment for the real CLI."""
+"""turnstile.engine.agents.claude: binary discovery order, argv and environment for the real CLI."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.agents.claude import (
+from turnstile.engine.agents.claude import (
     claude_argv,
     find_claude_binary,
     interrupt_line,
     offline_env,
     user_message_line,
 )
-from engine.errors import AgentBinaryNotFound
+from turnstile.engine.errors import AgentBinaryNotFound
 
 
 def make_exe(path: Path) -> str:
@@ -46,7 +46,7 @@ def test_explicit_missing_binary_is_an_error_not_a_fallback(tmp_path: Path) -> N
 def test_not_found_says_what_was_searched_and_how_to_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.agents.claude as mod
+    import turnstile.engine.agents.claude as mod
 
     monkeypatch.setattr(
         mod, "_bundled_binary", lambda: (None, "bundled in claude_agent_sdk (package not installed)")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.commands import diagram as command
-from engine.diagram import dot, markdown_section, mermaid, update_doc
-from engine.errors import TurnstileError
-from engine.specs import KINDS, edges, load_specs
+from turnstile.adapters.commands import diagram as command
+from turnstile.engine.diagram import dot, markdown_section, mermaid, update_doc
+from turnstile.engine.errors import TurnstileError
+from turnstile.engine.specs import KINDS, edges, load_specs
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "machines.md"
 
@@ -20,7 +20,7 @@ def test_docs_machines_md_is_fresh() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert update_doc(text, load_specs()) == text, (
         "docs/machines.md is stale: run `turnstile diagram --update-doc` (or "
-        "`python -m adapters.commands.diagram --update-doc`) and commit the result"
+        "`python -m turnstile.adapters.commands.diagram --update-doc`) and commit the result"
     )
 
 

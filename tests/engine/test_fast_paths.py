@@ -18,16 +18,16 @@ import msgspec
 import pytest
 from transitions import Machine
 
-from engine import protocol
-from engine.fold import SessionFold
-from engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
-from engine.log import CliLine, entries_from_frames, entry_from_frame
-from engine.machines import MachineKind, Model, pool_machine, session_machine, stream_machine
-from engine.protocol import LineError, Message, SystemMessage, decode_message
-from engine.replay import replay
-from engine.timing import tokens_of
-from engine.transcript import Item, frames_of, read_entries
 from tests.reference import one_line_at_a_time
+from turnstile.engine import protocol
+from turnstile.engine.fold import SessionFold
+from turnstile.engine.framing import DEFAULT_MAX_LINE, Frame, LineFramer, Truncated
+from turnstile.engine.log import CliLine, entries_from_frames, entry_from_frame
+from turnstile.engine.machines import MachineKind, Model, pool_machine, session_machine, stream_machine
+from turnstile.engine.protocol import LineError, Message, SystemMessage, decode_message
+from turnstile.engine.replay import replay
+from turnstile.engine.timing import tokens_of
+from turnstile.engine.transcript import Item, frames_of, read_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((ROOT / "tests" / "fixtures").glob("**/*.jsonl"))

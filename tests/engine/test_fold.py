@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.fold import NEW, Change, PoolFold, SessionFold, Violation, result_outcome
-from engine.log import (
+from turnstile.engine.fold import NEW, Change, PoolFold, SessionFold, Violation, result_outcome
+from turnstile.engine.log import (
     AnyEntry,
     CliLine,
     Entry,
@@ -42,8 +42,8 @@ from engine.log import (
     TurnRequested,
     entry_from_frame,
 )
-from engine.machines import pool_machine, session_machine, stream_machine
-from engine.protocol import ResultMessage
+from turnstile.engine.machines import pool_machine, session_machine, stream_machine
+from turnstile.engine.protocol import ResultMessage
 
 # --- CLI lines --------------------------------------------------------------------------------------------
 
@@ -860,7 +860,7 @@ def test_random_entry_sequences_never_raise_and_keep_the_invariants(log: list[tu
             n_violations = len(fold.violations)
             view = None
             if give_view and isinstance(entry, CliLine):
-                from engine.log import view_of
+                from turnstile.engine.log import view_of
 
                 view = view_of(entry)
             changes = fold.apply(entry, view)

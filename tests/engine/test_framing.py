@@ -1,4 +1,4 @@
-"""engine.framing: the SDK's buffering cases (peer cases 43-54) and bounded memory for huge lines."""
+"""turnstile.engine.framing: the SDK's buffering cases (peer cases 43-54) and bounded memory for huge lines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.framing import LineFramer, Oversized, Truncated
+from turnstile.engine.framing import LineFramer, Oversized, Truncated
 
 
 def frame_all(chunks: list[bytes], max_line: int = 1 << 20) -> list[object]:

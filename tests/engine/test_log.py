@@ -1,4 +1,4 @@
-"""engine.log: every fixture line becomes an entry that keeps the CLI's bytes exactly; bad input is data."""
+"""turnstile.engine.log: every fixture line becomes an entry that keeps the CLI's bytes exactly; bad input is data."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.framing import Oversized, Truncated
-from engine.log import (
+from turnstile.engine.framing import Oversized, Truncated
+from turnstile.engine.log import (
     CliDecodeError,
     CliLine,
     CliOversized,
@@ -30,7 +30,7 @@ from engine.log import (
     record,
     view_of,
 )
-from engine.protocol import (
+from turnstile.engine.protocol import (
     AssistantMessage,
     InvalidMessage,
     LineError,
@@ -41,7 +41,7 @@ from engine.protocol import (
     UserMessage,
     decode_message,
 )
-from engine.timing import TurnTiming
+from turnstile.engine.timing import TurnTiming
 
 FIXTURES = sorted((Path(__file__).parent.parent / "fixtures").glob("**/*.jsonl"))
 FIXTURE_LINES = [

@@ -11,8 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.machines import MachineKind, Model, machine_for, pool_machine, session_machine, stream_machine
-from engine.specs import KINDS, Edge, load_specs
+from turnstile.engine.machines import (
+    MachineKind,
+    Model,
+    machine_for,
+    pool_machine,
+    session_machine,
+    stream_machine,
+)
+from turnstile.engine.specs import KINDS, Edge, load_specs
 
 
 @dataclass
@@ -165,7 +172,7 @@ def test_a_model_can_join_in_a_given_state() -> None:
 
 
 def test_missing_trigger_is_reported_against_the_spec() -> None:
-    from engine.errors import SpecError
+    from turnstile.engine.errors import SpecError
 
     with pytest.raises(SpecError, match=r"specs/stream\.toml has no trigger 'warp'"):
         stream_machine().require(triggers=["dispatch", "warp"], user="a test")
@@ -186,7 +193,7 @@ def reference_step(kind_name: str, state: str, trigger: str, at_target: bool) ->
 
 
 def _edges(kind_name: str) -> list[Edge]:
-    from engine.specs import edges
+    from turnstile.engine.specs import edges
 
     return edges(load_specs()[kind_name])
 

@@ -1,4 +1,4 @@
-"""engine.protocol: typed views of the CLI's stdout, re-expressing the official SDK's parser cases.
+"""turnstile.engine.protocol: typed views of the CLI's stdout, re-expressing the official SDK's parser cases.
 
 Peer cases are numbered as in ../shared/protocol.md ("Peer test cases"). Where Turnstile deliberately
 differs from the SDK the test says so (we keep what the SDK drops, and never raise).
@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine.protocol import (
+from turnstile.engine.protocol import (
     AdvisorToolResultBlock,
     ApiRetry,
     AssistantMessage,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.commands import replay as command
-from engine.errors import LogInputError
-from engine.replay import ReplayReport, golden_diff, replay
-from engine.transcript import frames_of, read_entries
+from turnstile.adapters.commands import replay as command
+from turnstile.engine.errors import LogInputError
+from turnstile.engine.replay import ReplayReport, golden_diff, replay
+from turnstile.engine.transcript import frames_of, read_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "transcripts"

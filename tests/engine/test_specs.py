@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import SpecError
-from engine.specs import KINDS, edges, load_spec, load_specs, parse_spec, specs_dir
+from turnstile.engine.errors import SpecError
+from turnstile.engine.specs import KINDS, edges, load_spec, load_specs, parse_spec, specs_dir
 
 BASE = """
 [machine]

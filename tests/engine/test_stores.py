@@ -1,4 +1,4 @@
-"""engine.stores: gap-free append, reads from any seq, and crash repair of the file store."""
+"""turnstile.engine.stores: gap-free append, reads from any seq, and crash repair of the file store."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import LogCorrupted, LogError, SequenceGap
-from engine.log import (
+from turnstile.engine.errors import LogCorrupted, LogError, SequenceGap
+from turnstile.engine.log import (
     CliLine,
     LogRepaired,
     Record,
@@ -18,9 +18,9 @@ from engine.log import (
     raw_bytes,
     record,
 )
-from engine.stores import LogStore
-from engine.stores.file import FileLogRepository, FileLogStore
-from engine.stores.memory import MemoryLogStore
+from turnstile.engine.stores import LogStore
+from turnstile.engine.stores.file import FileLogRepository, FileLogStore
+from turnstile.engine.stores.memory import MemoryLogStore
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "transcripts"
 ROMA = FIXTURE / "jackey8616__roma__test__fixtures__claude-stream__tool-use-turn.jsonl"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.timing import StateClock, TurnTiming, tokens_of, turn_cost
+from turnstile.engine.timing import StateClock, TurnTiming, tokens_of, turn_cost
 
 PHASES = {
     "queued": "waiting",

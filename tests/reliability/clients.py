@@ -21,8 +21,8 @@ import trio
 from httpx_sse import aconnect_sse
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from engine.replay import replay
-from engine.transcript import frames_of, read_entries
+from turnstile.engine.replay import replay
+from turnstile.engine.transcript import frames_of, read_entries
 
 __all__ = [
     "Received",
@@ -255,7 +255,7 @@ def check_log(raw: bytes, entries: list[dict[str, Any]], info: dict[str, Any]) -
     """Invariants of one session's log against what the server reports (``GET /v1/sessions/{sid}``).
 
     Gap-free seqs from 1; exactly one ``stream.ended`` per stream; every stream ended; the log folds
-    offline (``engine.replay``) to the same outcome for every stream as the entries and the server say.
+    offline (``turnstile.engine.replay``) to the same outcome for every stream as the entries and the server say.
     """
     problems: list[str] = []
     seqs = [e["seq"] for e in entries]

@@ -22,7 +22,7 @@ Every kind of a run counts as one matrix *cell*; a cell *holds* when all of thes
 
 * exactly one ``stream.ended`` per stream in the log, and every subscriber that stayed or resumed
   received it — exactly the log's entries, in order, each once, byte-for-byte the same JSON;
-* the log's seqs are 1..N with no gap, and folding it offline (``engine.replay``) gives every stream
+* the log's seqs are 1..N with no gap, and folding it offline (``turnstile.engine.replay``) gives every stream
   the outcome the server reports (``GET /v1/sessions/{sid}``) and the log's terminal entry says;
 * the fault turn's outcome is the expected one (and its evidence — e.g. ``cli.decode_error`` — is in
   the log);
@@ -53,7 +53,6 @@ import msgspec
 import trio
 from httpx_sse import aconnect_sse
 
-from engine.log import CliDecodeError, CliLine, cli_bytes, decode_entry, raw_bytes
 from tests.procs import descendants, ledger_alive, leftovers_after
 from tests.reliability.clients import (
     Received,
@@ -74,6 +73,7 @@ from tests.reliability.servers import (
     sim_wrapper,
     wait_healthy,
 )
+from turnstile.engine.log import CliDecodeError, CliLine, cli_bytes, decode_entry, raw_bytes
 
 __all__ = [
     "FAULTS",
@@ -638,9 +638,9 @@ async def _cell_inproc(run: _Run, pool_size: int, tmp: Path) -> None:
 async def _cell_realcli(run: _Run, pool_size: int, tmp: Path) -> None:
     """The real Claude Code CLI, offline against the fake model API, which (with the harness) causes
     the fault; three sessions at once, so the API gets the fault reply three times, then answers "ok"."""
-    from engine.runtime.config import AgentConfig
     from tests.fakeapi import FakeModelAPI
     from tests.realcli import claude_binary_or_skip, offline_cli_env
+    from turnstile.engine.runtime.config import AgentConfig
 
     fault = run.fault
     assert fault.replies is not None

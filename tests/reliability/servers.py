@@ -30,11 +30,11 @@ from typing import Any
 import httpx
 import trio
 
-from adapters.config import ServerConfig
-from adapters.server import run_server
-from engine.runtime.config import AgentConfig, RuntimeConfig
 from tests.net import free_port
 from tests.reliability.clients import until
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.server import run_server
+from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 
 __all__ = [
     "MODEL_FLAGS",
@@ -114,10 +114,10 @@ PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"
 export PYTHONPATH
 if [ -n "$slow_exit" ]; then
   # The agent sees stdin EOF only 5 s after ours closed: closing it takes until SIGTERM.
-  {{ cat; sleep 5; }} | "{sys.executable}" -m engine.agents.sim "$@" $extra
+  {{ cat; sleep 5; }} | "{sys.executable}" -m turnstile.engine.agents.sim "$@" $extra
   exit $?
 fi
-exec "{sys.executable}" -m engine.agents.sim "$@" $extra
+exec "{sys.executable}" -m turnstile.engine.agents.sim "$@" $extra
 """
     path = directory / "sim-fault"
     path.write_text(script)
@@ -197,7 +197,7 @@ class ServerProcess:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "adapters.cli", "serve", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "turnstile.adapters.cli", "serve", "--port", str(self.port)]
         argv += ["--ws-port", str(self.ws_port), "--data-dir", str(self.data_dir)]
         argv += ["--pool-size", str(self.pool_size), "--sim-speed", str(self.speed)]
         argv += ["--log-level", "WARNING"]

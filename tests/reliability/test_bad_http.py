@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.config import ServerConfig
 from tests.reliability.matrix import run_turn
 from tests.reliability.servers import inproc_server, runtime_config
+from turnstile.adapters.config import ServerConfig
 
 pytestmark = pytest.mark.slow
 

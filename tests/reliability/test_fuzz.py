@@ -28,9 +28,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import LogCorrupted
-from engine.fold import SessionFold
-from engine.log import (
+from tests.reference import one_line_at_a_time
+from tests.reliability.servers import ODD_LINES
+from turnstile.engine.errors import LogCorrupted
+from turnstile.engine.fold import SessionFold
+from turnstile.engine.log import (
     CliDecodeError,
     CliLine,
     Entry,
@@ -51,15 +53,13 @@ from engine.log import (
     raw_bytes,
     record,
 )
-from engine.protocol import decode_line
-from engine.replay import replay
-from engine.runtime.journal import Journal
-from engine.runtime.session import SessionFolder
-from engine.stores.file import FileLogStore
-from engine.stores.memory import MemoryLogStore
-from engine.transcript import frames_of, read_entries
-from tests.reference import one_line_at_a_time
-from tests.reliability.servers import ODD_LINES
+from turnstile.engine.protocol import decode_line
+from turnstile.engine.replay import replay
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.session import SessionFolder
+from turnstile.engine.stores.file import FileLogStore
+from turnstile.engine.stores.memory import MemoryLogStore
+from turnstile.engine.transcript import frames_of, read_entries
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_FILES = sorted((ROOT / "tests" / "fixtures").glob("**/*.jsonl")) + sorted(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-import engine.runtime.journal as journal_module
+import turnstile.engine.runtime.journal as journal_module
 from tests.reliability.clients import wait_turn_ended
 from tests.reliability.matrix import run_turn
 from tests.reliability.servers import inproc_server, runtime_config, sim_wrapper

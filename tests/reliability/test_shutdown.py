@@ -14,10 +14,10 @@ import httpx
 import pytest
 import trio
 
-from adapters.config import ServerConfig
-from adapters.server import run_server
 from tests.reliability.clients import Received, read_sse, read_ws, until
 from tests.reliability.servers import runtime_config
+from turnstile.adapters.config import ServerConfig
+from turnstile.adapters.server import run_server
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from adapters.config import ServerConfig
 from bench.load import Reader, expected_seqs, http, log_of, read_sse
 from tests.reliability.clients import until
 from tests.reliability.servers import ServerProcess, inproc_server, runtime_config, wait_healthy
+from turnstile.adapters.config import ServerConfig
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import trio
 
-from engine.log import AnyEntry, Record, StreamEnded
-from engine.runtime import AgentConfig, Runtime, RuntimeConfig, open_runtime
-from engine.runtime.scripted import ScriptedLauncher
 from tests.procs import become_subreaper, descendants, kill_and_reap
+from turnstile.engine.log import AnyEntry, Record, StreamEnded
+from turnstile.engine.runtime import AgentConfig, Runtime, RuntimeConfig, open_runtime
+from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 become_subreaper()
 
@@ -122,7 +122,7 @@ def ended(entries: list[AnyEntry]) -> StreamEnded:
 
 def kinds(entries: list[AnyEntry] | list[Record]) -> list[str]:
     """The ``kind`` of each entry (or record)."""
-    from engine.log import kind_of
+    from turnstile.engine.log import kind_of
 
     return [kind_of(e.entry if isinstance(e, Record) else e) for e in entries]
 

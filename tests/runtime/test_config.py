@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.runtime import AgentConfig, RuntimeConfig, open_runtime
-from engine.runtime.process import SubprocessLauncher, agent_argv, agent_env
-from engine.runtime.scripted import ScriptedLauncher
-from engine.runtime.stderr import StderrCapture
 from tests.runtime.conftest import config
+from turnstile.engine.errors import ConfigError
+from turnstile.engine.runtime import AgentConfig, RuntimeConfig, open_runtime
+from turnstile.engine.runtime.process import SubprocessLauncher, agent_argv, agent_env
+from turnstile.engine.runtime.scripted import ScriptedLauncher
+from turnstile.engine.runtime.stderr import StderrCapture
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -75,7 +75,7 @@ def test_pool_key_covers_every_spawn_field() -> None:
 def test_argv_is_the_stream_json_cli_argv_for_both_agents() -> None:
     agent = AgentConfig(model="m", allowed_tools=("Bash", "Read"), extra_args=("--speed", "0"))
     argv = agent_argv(agent, resume="abc")
-    assert argv[:3] == [sys.executable, "-m", "engine.agents.sim"]
+    assert argv[:3] == [sys.executable, "-m", "turnstile.engine.agents.sim"]
     flags = argv[3:]
     assert flags[:6] == ["-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
     assert "--include-partial-messages" in flags

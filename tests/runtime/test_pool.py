@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from engine.log import (
+from tests.runtime.conftest import SIM, assert_gap_free, config, ended, run_turn
+from turnstile.engine.log import (
     AnyEntry,
     CliLine,
     PoolCheckout,
@@ -18,13 +19,12 @@ from engine.log import (
     ProcessSpawned,
     view_of,
 )
-from engine.protocol import ControlResponse
-from engine.replay import replay
-from engine.runtime import AgentConfig, open_runtime
-from engine.runtime.priming import PRIME_REQUEST_PREFIX
-from engine.runtime.scripted import ScriptedLauncher
-from engine.transcript import Item
-from tests.runtime.conftest import SIM, assert_gap_free, config, ended, run_turn
+from turnstile.engine.protocol import ControlResponse
+from turnstile.engine.replay import replay
+from turnstile.engine.runtime import AgentConfig, open_runtime
+from turnstile.engine.runtime.priming import PRIME_REQUEST_PREFIX
+from turnstile.engine.runtime.scripted import ScriptedLauncher
+from turnstile.engine.transcript import Item
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

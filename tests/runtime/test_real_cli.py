@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.log import CliLine, ProcessSpawned, Timeout, view_of
-from engine.protocol import ControlResponse
-from engine.runtime import AgentConfig, Runtime, open_runtime
-from engine.runtime.priming import PRIME_REQUEST_PREFIX
 from tests.fakeapi import ApiError, FakeModelAPI, Hang, Text, ToolUse
 from tests.realcli import claude_binary_or_skip, offline_cli_env
 from tests.runtime.conftest import assert_gap_free, config, ended, run_turn, stream_entries
+from turnstile.engine.log import CliLine, ProcessSpawned, Timeout, view_of
+from turnstile.engine.protocol import ControlResponse
+from turnstile.engine.runtime import AgentConfig, Runtime, open_runtime
+from turnstile.engine.runtime.priming import PRIME_REQUEST_PREFIX
 
 pytestmark = [pytest.mark.realcli, pytest.mark.slow]
 

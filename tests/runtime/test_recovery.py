@@ -14,19 +14,19 @@ import msgspec
 import pytest
 import trio
 
-from engine.errors import SessionExists, SessionStopped
-from engine.log import ProcessSpawned, SessionRecovered, StreamEnded
-from engine.runtime import open_runtime
-from engine.runtime.ledger import ProcessLedger
-from engine.runtime.scripted import ScriptedLauncher
 from tests.runtime.conftest import assert_gap_free, config, ended, live_descendants, run_turn
+from turnstile.engine.errors import SessionExists, SessionStopped
+from turnstile.engine.log import ProcessSpawned, SessionRecovered, StreamEnded
+from turnstile.engine.runtime import open_runtime
+from turnstile.engine.runtime.ledger import ProcessLedger
+from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _SERVER = textwrap.dedent(
     """
     import sys, trio
-    from engine.runtime import AgentConfig, RuntimeConfig, open_runtime
+    from turnstile.engine.runtime import AgentConfig, RuntimeConfig, open_runtime
 
     async def main():
         agent = AgentConfig(binary=sys.argv[2], extra_args=("--speed", "0"))
@@ -56,7 +56,7 @@ async def test_a_killed_server_is_recovered_from_its_log_and_its_leftovers_reape
     # An agent that outlives its stdin (the sim exits on EOF; this wrapper lingers like a wedged CLI).
     wrapper = tmp_path / "lingering-agent.sh"
     wrapper.write_text(
-        f'#!/bin/sh\nPYTHONPATH="{ROOT}" "{sys.executable}" -m engine.agents.sim "$@"\nsleep 300\n'
+        f'#!/bin/sh\nPYTHONPATH="{ROOT}" "{sys.executable}" -m turnstile.engine.agents.sim "$@"\nsleep 300\n'
     )
     wrapper.chmod(0o755)
     server = await trio.to_thread.run_sync(

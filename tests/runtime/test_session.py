@@ -11,8 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from engine.errors import QueueFull, SessionNotFound, SessionStopped, StreamNotFound
-from engine.log import (
+from tests.runtime.conftest import assert_gap_free, config, ended, kinds, run_turn, stream_entries
+from turnstile.engine.errors import QueueFull, SessionNotFound, SessionStopped, StreamNotFound
+from turnstile.engine.log import (
     InterruptEscalated,
     ProcessExited,
     ProcessSpawned,
@@ -21,12 +22,11 @@ from engine.log import (
     Timeout,
     TurnRequested,
 )
-from engine.log import (
+from turnstile.engine.log import (
     SessionStopped as SessionStoppedEntry,
 )
-from engine.runtime import AgentConfig, Runtime, open_runtime
-from engine.runtime.scripted import ScriptedLauncher
-from tests.runtime.conftest import assert_gap_free, config, ended, kinds, run_turn, stream_entries
+from turnstile.engine.runtime import AgentConfig, Runtime, open_runtime
+from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 
 async def test_plain_turn_completes_and_log_is_complete(scripted_rt: Runtime) -> None:
@@ -266,7 +266,7 @@ async def test_cancelling_the_root_mid_turn_still_writes_the_terminal_entry(
 
 
 async def test_start_turn_after_shutdown_raises() -> None:
-    from engine.errors import RuntimeClosed
+    from turnstile.engine.errors import RuntimeClosed
 
     async with open_runtime(config(), launcher=ScriptedLauncher()) as rt:
         info = await rt.create_session()

@@ -16,19 +16,6 @@ from typing import Any
 import pytest
 import trio
 
-from engine.fold import SessionFold
-from engine.log import (
-    CliDecodeError,
-    CliOversized,
-    InterruptEscalated,
-    ProcessExited,
-    ProcessSpawned,
-    Stderr,
-    StreamEnded,
-    Timeout,
-)
-from engine.runtime import AgentConfig, open_runtime
-from engine.stores.file import FileLogStore
 from tests.runtime.conftest import (
     SIM,
     assert_gap_free,
@@ -38,6 +25,19 @@ from tests.runtime.conftest import (
     run_turn,
     stream_entries,
 )
+from turnstile.engine.fold import SessionFold
+from turnstile.engine.log import (
+    CliDecodeError,
+    CliOversized,
+    InterruptEscalated,
+    ProcessExited,
+    ProcessSpawned,
+    Stderr,
+    StreamEnded,
+    Timeout,
+)
+from turnstile.engine.runtime import AgentConfig, open_runtime
+from turnstile.engine.stores.file import FileLogStore
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +208,7 @@ def _script_with_grandchild(tmp_path: Path) -> str:
     script = tmp_path / "agent-with-tool.sh"
     root = Path(__file__).resolve().parents[2]
     script.write_text(
-        f'#!/bin/sh\nsleep 300 &\nPYTHONPATH="{root}" exec "{sys.executable}" -m engine.agents.sim "$@"\n'
+        f'#!/bin/sh\nsleep 300 &\nPYTHONPATH="{root}" exec "{sys.executable}" -m turnstile.engine.agents.sim "$@"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return str(script)

@@ -10,14 +10,14 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import Lagged, LogError
-from engine.log import Record, Stderr, StreamEnded, TurnRequested
-from engine.runtime import Runtime
-from engine.runtime.journal import Journal
-from engine.runtime.subscription import Subscription
-from engine.stores.file import FileLogStore
-from engine.stores.memory import MemoryLogStore
 from tests.runtime.conftest import run_turn
+from turnstile.engine.errors import Lagged, LogError
+from turnstile.engine.log import Record, Stderr, StreamEnded, TurnRequested
+from turnstile.engine.runtime import Runtime
+from turnstile.engine.runtime.journal import Journal
+from turnstile.engine.runtime.subscription import Subscription
+from turnstile.engine.stores.file import FileLogStore
+from turnstile.engine.stores.memory import MemoryLogStore
 
 
 def _journal(tmp_path: Path | None = None) -> Journal:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.errors import LogError
-from engine.log import Record, TurnRequested, record
-from engine.runtime.syncer import Syncer
-from engine.stores.file import FileLogStore
+from turnstile.engine.errors import LogError
+from turnstile.engine.log import Record, TurnRequested, record
+from turnstile.engine.runtime.syncer import Syncer
+from turnstile.engine.stores.file import FileLogStore
 
 
 def _lifecycle(seq: int) -> list[Record]:
