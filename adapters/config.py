@@ -17,30 +17,45 @@ from turnstile.engine.errors import ConfigError
 
 __all__ = ["ServerConfig", "is_loopback"]
 
+# Environment variables of earlier releases, still read (the new name wins).
+_ENV_ALIASES = {"allowed_origins": "TURNSTILE_CORS_ORIGINS"}
+
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """How ``turnstile serve`` listens and talks to clients.
+    """How ``turnstile serve`` listens and what clients may do (``docs/api.md``, "Security model").
 
     ``host``/``port``: the HTTP, SSE and console listener (127.0.0.1:8700). ``ws_port``: the WebSocket
     listener (8701; 0 picks a free port; -1 disables it). ``token``: required on every request when set,
-    and required when binding to anything but loopback. ``cors_origins``: origins allowed to call the API
-    from a browser (none by default). ``heartbeat_s``: SSE comment interval (15 s). ``send_timeout_s``: a
-    client (SSE or WebSocket) that does not take a write for this long is dropped (10 s); it resumes with
-    ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
-    ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_prompt_bytes``: larger
-    prompts get 413 (1 MiB). ``max_ws_message``: larger WebSocket frames close the connection with 1009
-    (1 MiB). ``max_ws_subscriptions``: per connection (64).
+    and required when binding to anything but loopback.
+
+    Browser safety (:mod:`adapters.guard`): ``allowed_hosts``: Host names the server answers for besides
+    loopback addresses, ``localhost`` and the bound address (``*``: any — only behind a proxy that checks
+    Host itself). ``allowed_origins``: web origins besides the console's own that may call the API and
+    open WebSockets (CORS preflights are answered for them). ``workspace_root``: the directory a
+    client-chosen ``cwd`` must lie in (default: the server's working directory).
+
+    Limits: ``max_prompt_bytes``: a turn's request body (1 MiB); ``max_body_bytes``: any other request
+    body (64 KiB); both answered 413 from ``Content-Length`` before reading, or as soon as a chunked body
+    passes them. ``header_timeout_s``: a request's headers must arrive within this (10 s). ``heartbeat_s``:
+    SSE comment interval (15 s). ``send_timeout_s``: a client (SSE or WebSocket) that does not take a write
+    for this long is dropped (10 s); it resumes with ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
+    ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_ws_message``: larger
+    WebSocket frames close the connection with 1009 (1 MiB). ``max_ws_subscriptions``: per connection (64).
     """
 
     host: str = "127.0.0.1"
     port: int = 8700
     ws_port: int = 8701
     token: str | None = None
-    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    workspace_root: str | None = None
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
     sse_retry_ms: int = 1000
     max_prompt_bytes: int = 1 << 20
+    max_body_bytes: int = 64 << 10
     max_ws_message: int = 1 << 20
     max_ws_subscriptions: int = 64
 
@@ -56,9 +71,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
                 f"binding to {self.host!r} exposes the agent to the network: set --token or TURNSTILE_TOKEN "
                 "(every HTTP, SSE and WebSocket request must then carry it), or bind to 127.0.0.1"
             )
-        for name in ("heartbeat_s", "send_timeout_s"):
+        for name in ("heartbeat_s", "send_timeout_s", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("max_prompt_bytes", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerConfig:
@@ -67,6 +85,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
         values: dict[str, Any] = {}
         for field in msgspec.structs.fields(cls):
             raw = env.get(f"TURNSTILE_{field.name.upper()}")
+            if raw is None and field.name in _ENV_ALIASES:
+                raw = env.get(_ENV_ALIASES[field.name])
             if raw is not None:
                 values[field.name] = _parse(field.name, field.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

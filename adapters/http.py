@@ -7,7 +7,7 @@ uses hypercorn's trio worker), or mount it inside another Starlette/ASGI app. Ev
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -24,8 +24,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from turnstile.adapters import views
+from turnstile.adapters.bodies import decode_json, read_body
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import ApiError, error_body, status_for
+from turnstile.adapters.guard import BrowserGuard, request_policy
+from turnstile.adapters.hypercorn_send import ShieldLastSend
 from turnstile.adapters.metrics import render_metrics
 from turnstile.adapters.sse import SseSource, stream_sse
 from turnstile.engine.errors import Lagged, TurnstileError
@@ -65,8 +68,13 @@ def error_response(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type=_JSON)
 
 
-def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Starlette:
-    """The ASGI app serving ``runtime``. Needs to run on trio (the runtime's event loop)."""
+def create_app(runtime: Runtime, config: ServerConfig | None = None, *, guard: bool = True) -> ASGIApp:
+    """The ASGI app serving ``runtime``. Needs to run on trio (the runtime's event loop).
+
+    Every request passes the browser-safety rules and the token check (:mod:`adapters.guard`) first;
+    ``guard=False`` leaves that to the caller, who must then wrap the app (or its server) in
+    :class:`adapters.guard.BrowserGuard` itself (``turnstile serve`` guards its whole port).
+    """
     config = config or ServerConfig()
     api = _Api(runtime, config)
     routes: list[BaseRoute] = [
@@ -89,13 +97,14 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Starlett
     if CONSOLE_DIR.is_dir():
         routes.append(Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"))
     middleware = []
-    if config.cors_origins:
+    if config.allowed_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
-                allow_origins=list(config.cors_origins),
+                allow_origins=list(config.allowed_origins),
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["authorization", "content-type", "last-event-id"],
+                allow_credentials=True,
             )
         )
     app = Starlette(
@@ -108,9 +117,11 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Starlett
         },
     )
     app.state.runtime = runtime
-    if config.token:
-        return _TokenGuard(app, config.token)  # type: ignore[return-value]
-    return app
+    finished = ShieldLastSend(app)
+    if not guard:
+        return finished
+    # Every request passes the browser-safety rules (and the token) before routing: adapters.guard.
+    return BrowserGuard(finished, request_policy(config))
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -128,44 +139,6 @@ async def _turnstile_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TurnstileError)
     status, code = status_for(exc)
     return error_response(status, code, str(exc))
-
-
-class _TokenGuard:
-    """Requires the token on every request: ``Authorization: Bearer <token>`` or ``?token=<token>``
-    (EventSource cannot set headers, so browsers use the query parameter)."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._allowed(scope):
-            body = error_body("unauthorized", "missing or wrong token: send 'Authorization: Bearer <token>'")
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
-    def _allowed(self, scope: Scope) -> bool:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization" and value.startswith(b"Bearer "):
-                return secrets.compare_digest(value[7:].strip(), self.token)
-        query: bytes = scope.get("query_string", b"")
-        for part in query.split(b"&"):
-            if part.startswith(b"token="):
-                from urllib.parse import unquote_to_bytes
-
-                return secrets.compare_digest(unquote_to_bytes(part[6:]), self.token)
-        return False
 
 
 def parse_seq(raw: str, source: str, code: str) -> int:
@@ -203,6 +176,7 @@ class _Api:
         self.runtime = runtime
         self.config = config
         self.sse_lagged = 0
+        self.workspace = Path(config.workspace_root or os.getcwd()).resolve()
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -230,7 +204,8 @@ class _Api:
         return json_response({"sessions": self.runtime.sessions()})
 
     async def create_session(self, request: Request) -> Response:
-        options = await _decode_body(request, SessionOptions, optional=True) or SessionOptions()
+        body = await read_body(request, self.config.max_body_bytes, what="session options")
+        options = decode_json(body, SessionOptions) if body.strip() else SessionOptions()
         base = self.runtime.config.default_agent
         changes: dict[str, Any] = {}
         if options.agent is not None:
@@ -239,15 +214,51 @@ class _Api:
                     400, "invalid_agent", f"agent must be 'sim' or 'claude', got {options.agent!r}"
                 )
             if options.agent != base.agent:
-                changes = {"agent": options.agent, "binary": None, "extra_args": ()}
-        for name in ("model", "cwd", "partial_messages"):
+                raise ApiError(
+                    403,
+                    "agent_not_allowed",
+                    f"this server runs the {base.agent!r} agent; a client cannot choose {options.agent!r} "
+                    "(start the server with --agent to change it)",
+                )
+        for name in ("model", "partial_messages"):
             if getattr(options, name) is not None:
                 changes[name] = getattr(options, name)
+        if options.cwd is not None:
+            changes["cwd"] = str(self._inside_workspace(options.cwd))
         if options.allowed_tools is not None:
+            extra = sorted(set(options.allowed_tools) - set(base.allowed_tools))
+            if extra:
+                allowed = ", ".join(base.allowed_tools) or "none"
+                raise ApiError(
+                    403,
+                    "tools_not_allowed",
+                    f"tools {', '.join(extra)} are not allowed on this server (allowed: {allowed}); "
+                    "start the server with --allowed-tools to allow more",
+                )
             changes["allowed_tools"] = tuple(options.allowed_tools)
         agent = msgspec.structs.replace(base, **changes) if changes else None
         info = await self.runtime.create_session(agent, session_id=options.session_id)
         return json_response(info, 201)
+
+    def _inside_workspace(self, cwd: str) -> Path:
+        """``cwd`` resolved (relative to the workspace root; symbolic links followed) and checked to lie
+        inside the workspace root and to be a directory."""
+        if "\x00" in cwd:
+            raise ApiError(400, "invalid_cwd", "cwd must not contain NUL characters")
+        try:
+            path = (self.workspace / cwd).resolve()
+        except (OSError, RuntimeError) as exc:
+            raise ApiError(400, "invalid_cwd", f"cwd {cwd!r} cannot be resolved: {exc}") from None
+        if not path.is_relative_to(self.workspace):
+            raise ApiError(
+                403,
+                "cwd_not_allowed",
+                f"cwd {cwd!r} is outside the workspace root {self.workspace} (after resolving '..' and "
+                "symbolic links); start the server with --workspace-root to change it",
+            )
+        if not path.is_dir():
+            raise ApiError(400, "invalid_cwd", f"cwd {cwd!r} is not a directory inside {self.workspace}")
+        return path
 
     async def get_session(self, request: Request) -> Response:
         return json_response(await views.session_info(self.runtime, request.path_params["sid"]))
@@ -261,14 +272,8 @@ class _Api:
 
     async def start_turn(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        body = await request.body()
-        if len(body) > self.config.max_prompt_bytes:
-            raise ApiError(
-                413,
-                "prompt_too_large",
-                f"the request body is {len(body)} bytes; the limit is {self.config.max_prompt_bytes}",
-            )
-        turn = _decode(body, TurnBody)
+        body = await read_body(request, self.config.max_prompt_bytes, what="turn", code="prompt_too_large")
+        turn = decode_json(body, TurnBody)
         if not turn.prompt.strip():
             raise ApiError(400, "empty_prompt", "prompt must not be empty")
         tid = await self.runtime.start_turn(sid, turn.prompt)
@@ -369,21 +374,3 @@ class _SseResponse(Response):
             extra_headers=self.extra,
             on_lag=lagged,
         )
-
-
-async def _decode_body(request: Request, typ: type[Any], *, optional: bool = False) -> Any:
-    body = await request.body()
-    if optional and not body.strip():
-        return None
-    return _decode(body, typ)
-
-
-def _decode(body: bytes, typ: type[Any]) -> Any:
-    if not body.strip():
-        raise ApiError(400, "missing_body", "a JSON body is required")
-    try:
-        return msgspec.json.decode(body, type=typ)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, "invalid_body", f"invalid request body: {exc}") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None

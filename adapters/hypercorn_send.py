@@ -1,4 +1,4 @@
-"""A send timeout for hypercorn's trio worker, so one client that stops reading cannot hold anything up.
+"""Send and header timeouts for hypercorn's trio worker: one slow client cannot hold anything up.
 
 hypercorn's ``TCPServer.protocol_send`` writes to the socket inside a *shielded* cancel scope. An SSE
 response whose client stopped reading therefore blocks in ``send`` for ever once the kernel's buffers
@@ -16,18 +16,52 @@ hypercorn call it too (``docs/embedding.md``).
 
 from __future__ import annotations
 
+from math import inf
+
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import run as hypercorn_run
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from turnstile.adapters.direct_write import write_now
 
-__all__ = ["install"]
+__all__ = ["ShieldLastSend", "install"]
 
 
 class _TimedTCPServer(TCPServer):
     send_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    #: The running idle timer (between requests): a request's first byte shortens it to the header timeout.
+    _idle_scope: trio.CancelScope | None = None
+
+    async def _idle_timeout(self) -> None:
+        # hypercorn runs this while no request is in progress (from the connection's start, and again after
+        # each response) and cancels it once a request's headers are complete.
+        with trio.move_on_after(self.config.keep_alive_timeout) as scope:
+            self._idle_scope = scope
+            try:
+                await self.context.terminated.wait()
+            finally:
+                self._idle_scope = None
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
+
+    async def _read_data(self) -> None:
+        # hypercorn's loop, plus: bytes that arrive while no request is in progress start the header clock.
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or inf):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            scope = self._idle_scope
+            if data and scope is not None:
+                scope.deadline = min(scope.deadline, trio.current_time() + self.header_timeout_s)
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -72,10 +106,34 @@ class _TimedTCPServer(TCPServer):
                 await self.protocol.handle(Closed())
 
 
-def install(send_timeout_s: float) -> None:
-    """Make hypercorn's trio worker drop a connection whose writes stall for ``send_timeout_s``.
+def install(send_timeout_s: float, *, header_timeout_s: float = 10.0) -> None:
+    """Make hypercorn's trio worker drop a connection whose writes stall for ``send_timeout_s``, or whose
+    request headers take longer than ``header_timeout_s`` from their first byte.
 
-    Process-wide (hypercorn builds its connection class by name); the latest call's timeout wins.
+    Process-wide (hypercorn builds its connection class by name); the latest call's timeouts win.
     """
     _TimedTCPServer.send_timeout_s = send_timeout_s
+    _TimedTCPServer.header_timeout_s = header_timeout_s
     hypercorn_run.TCPServer = _TimedTCPServer  # type: ignore[attr-defined]
+
+
+class ShieldLastSend:
+    """ASGI middleware: an HTTP response's last body message is sent shielded from the app's own
+    cancellation (see the module docstring). Bounded: socket writes carry the send timeout."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_last_shielded(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+                return
+            await send(message)
+
+        await self.app(scope, receive, send_last_shielded)

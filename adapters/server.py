@@ -25,6 +25,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import error_body
+from turnstile.adapters.guard import BrowserGuard, request_policy
 from turnstile.adapters.http import create_app
 from turnstile.adapters.hypercorn_send import install as install_send_timeout
 from turnstile.adapters.websocket import Connections, serve_websockets
@@ -118,7 +119,10 @@ async def _serve_until(
     task_status: trio.TaskStatus[ServerPorts],
 ) -> None:
     starting = _StartingApp()
-    install_send_timeout(server.send_timeout_s)
+    # The browser-safety rules guard everything on the port, /healthz while starting included.
+    policy = request_policy(server)
+    guarded = BrowserGuard(starting, policy)
+    install_send_timeout(server.send_timeout_s, header_timeout_s=server.header_timeout_s)
     hc = HypercornConfig()
     host = f"[{server.host}]" if ":" in server.host else server.host
     hc.bind = [f"{host}:{server.port}"]
@@ -135,11 +139,14 @@ async def _serve_until(
                 nursery.start_soon(_wait_for_signals, stop, signals)
             # HTTP first: /healthz answers from the first instant, before the runtime has reopened logs.
             bound: list[str] = await nursery.start(
-                partial(hypercorn_serve, starting, hc, shutdown_trigger=http_stop.wait)  # type: ignore[arg-type]
+                partial(hypercorn_serve, guarded, hc, shutdown_trigger=http_stop.wait)  # type: ignore[arg-type]
             )
             http_port = _port_of(bound, server.port)
+            # The real port (also when asked for 0): the browser-safety rules need the console's origin.
+            server = msgspec.structs.replace(server, port=http_port)
+            policy.http_port = http_port
             async with open_runtime(runtime_config) as runtime:
-                starting.app = create_app(runtime, server)
+                starting.app = create_app(runtime, server, guard=False)
                 starting.ready.set()
                 async with trio.open_nursery() as front:
                     ws_port: int | None = None

@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections import deque
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 import trio
@@ -52,7 +51,8 @@ from wsproto.events import TextMessage
 from turnstile.adapters import views
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.direct_write import write_now
-from turnstile.adapters.errors import status_for
+from turnstile.adapters.errors import error_body, status_for
+from turnstile.adapters.guard import Refusal, RequestPolicy, request_policy
 from turnstile.engine.errors import Lagged, TurnstileError
 from turnstile.engine.log import Record, SessionStopped, StreamEnded
 from turnstile.engine.runtime.runtime import Runtime
@@ -225,8 +225,10 @@ async def serve_websockets(
     given) tracks the live connections, for :meth:`Connections.drain` at shutdown.
     """
 
+    policy = request_policy(config)
+
     async def handler(request: WebSocketRequest) -> None:
-        await handle_request(runtime, config, request, connections)
+        await handle_request(runtime, config, request, connections, policy)
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
@@ -236,6 +238,8 @@ async def serve_websockets(
                 config.ws_port,
                 ssl_context=None,
                 max_message_size=config.max_ws_message,
+                # The handshake (request headers) must arrive within the header timeout, as on HTTP.
+                connect_timeout=config.header_timeout_s,
                 task_status=task_status,
             )
         )
@@ -243,13 +247,24 @@ async def serve_websockets(
 
 
 async def handle_request(
-    runtime: Runtime, config: ServerConfig, request: WebSocketRequest, connections: Connections | None = None
+    runtime: Runtime,
+    config: ServerConfig,
+    request: WebSocketRequest,
+    connections: Connections | None = None,
+    policy: RequestPolicy | None = None,
 ) -> None:
-    """Check the token, accept, and run the connection. Never raises (see the module docstring)."""
+    """Check the handshake (browser-safety rules and token, :mod:`adapters.guard`), accept, and run the
+    connection. Never raises (see the module docstring)."""
+    policy = policy if policy is not None else request_policy(config)
     try:
-        if config.token and not _authorized(request, config.token):
+        query = urlsplit(request.path).query.encode("latin-1")
+        try:
+            policy.check("GET", _handshake_headers(request), query)
+        except Refusal as refusal:
             await request.reject(
-                401, body=b'{"error":{"code":"unauthorized","message":"missing or wrong token"}}'
+                refusal.status,
+                extra_headers=[(b"content-type", b"application/json")],
+                body=error_body(refusal.code, refusal.message),
             )
             return
         ws = await request.accept()
@@ -259,12 +274,16 @@ async def handle_request(
     await handle_connection(runtime, ws, config, connections)
 
 
-def _authorized(request: WebSocketRequest, token: str) -> bool:
-    for name, value in request.headers:
-        if name.lower() == b"authorization" and value.startswith(b"Bearer "):
-            return secrets.compare_digest(value[7:].strip(), token.encode())
-    given = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-    return bool(given) and secrets.compare_digest(given.encode(), token.encode())
+def _handshake_headers(request: WebSocketRequest) -> list[tuple[bytes, bytes]]:
+    """The handshake's headers, Host included: wsproto keeps Host apart from the others (as the decoded
+    ``host`` of its Request event), and trio-websocket exposes only the others. Without a Host the
+    request fails the Host rule — so a trio-websocket release that moves it cannot open a hole, only
+    refuse everything (which tests/reliability/test_browser_safety.py would catch)."""
+    headers = list(request.headers)
+    host = getattr(getattr(request, "_event", None), "host", None)
+    if isinstance(host, str):
+        headers.append((b"host", host.encode("idna") if not host.isascii() else host.encode()))
+    return headers
 
 
 async def handle_connection(

@@ -48,7 +48,8 @@ async def http_json(
             conn = h11.Connection(h11.CLIENT)
             data = b"" if body is None else json.dumps(body).encode()
             headers = [("host", "127.0.0.1"), ("content-length", str(len(data))), ("connection", "close")]
-            if body is not None:
+            if body is not None or method in ("POST", "PUT", "PATCH"):
+                # The server refuses state-changing requests without it (browser safety: adapters.guard).
                 headers.append(("content-type", "application/json"))
             out = conn.send(h11.Request(method=method, target=path, headers=headers))
             await stream.send_all(out + conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["free_port"]
+__all__ = ["JSON", "free_port"]
+
+#: What every API client sends: the server refuses a POST that does not say it is JSON (adapters.guard),
+#: so the tests' HTTP clients send it on every request by default (a test of that rule overrides it).
+JSON = {"content-type": "application/json"}
 
 
 def free_port() -> int:

@@ -39,7 +39,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--data-dir", help="where session logs live (default: ./turnstile-data)")
     p.add_argument("--token", help="require this bearer token on every request")
-    p.add_argument("--cors-origin", action="append", help="allow browser calls from this origin (repeatable)")
+    p.add_argument(
+        "--allowed-origin",
+        "--cors-origin",
+        dest="allowed_origin",
+        action="append",
+        help="a web origin (scheme://host:port) whose pages may call the API and open WebSockets, besides "
+        "the console's own (repeatable; see docs/api.md, Security model)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        help="a Host name the server answers for besides loopback addresses, localhost and the bound "
+        "address, e.g. the name a proxy forwards (repeatable; defeats DNS rebinding)",
+    )
+    p.add_argument(
+        "--workspace-root",
+        help="the directory a client-chosen session cwd must lie in (default: the current directory)",
+    )
     p.add_argument(
         "--sim-speed", type=float, help="simulator pacing multiplier (1 = realistic, 0 = no sleeps)"
     )
@@ -61,7 +78,9 @@ def build_configs(args: argparse.Namespace, env: dict[str, str] | None = None) -
         port=args.port,
         ws_port=args.ws_port,
         token=args.token,
-        cors_origins=tuple(args.cors_origin) if args.cors_origin else None,
+        allowed_origins=tuple(args.allowed_origin) if args.allowed_origin else None,
+        allowed_hosts=tuple(args.allowed_host) if args.allowed_host else None,
+        workspace_root=args.workspace_root,
     )
     overrides: dict[str, Any] = {}
     if args.pool_size is not None:

@@ -1,6 +1,6 @@
 // Turnstile's web console: no build step, no dependencies. It speaks only the public API (docs/api.md).
 //
-//   api / withToken      every request carries ?token= when the page was opened with one
+//   api / withParams     JSON calls and URLs; with --token the page's cookie carries the token
 //   TurnView             renders one turn from its log entries (text, thinking, tools, errors, timing)
 //   TurnStream           one turn's SSE connection: LIVE / RECONNECTING / DONE, resume, retry, 204
 //   Console              sessions, pool, machines, composer, keyboard
@@ -12,15 +12,16 @@
 //     Retry with backoff from the last seen seq (`?after=`: a new EventSource cannot set Last-Event-ID).
 //     Before reopening, probe the URL: 204 means the turn is over, which ends retrying.
 
-const token = new URLSearchParams(location.search).get("token");
+// With `turnstile serve --token` the console is opened once as /?token=…: the server answers with an
+// HttpOnly, SameSite=Strict cookie and a redirect to the same address without the token, so the token is
+// never in the address bar or in page script, and every request (EventSource included) carries the cookie.
 
-/** `path` with `params` (and the page's token) as its query string. */
-function withToken(path, params = {}) {
+/** `path` with `params` as its query string. */
+function withParams(path, params = {}) {
   const url = new URL(path, location.origin);
   for (const [key, value] of Object.entries(params)) {
     if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
   }
-  if (token) url.searchParams.set("token", token);
   return url.pathname + url.search;
 }
 
@@ -34,12 +35,10 @@ class ApiError extends Error {
 
 /** A JSON API call. Throws ApiError (with the server's code and message) on a non-2xx answer. */
 async function api(method, path, body) {
-  const init = { method, headers: {} };
-  if (body !== undefined) {
-    init.headers["content-type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  const res = await fetch(withToken(path), init);
+  // Every write says application/json: the server refuses anything else (no cross-site form posts).
+  const init = { method, headers: method === "GET" ? {} : { "content-type": "application/json" } };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const res = await fetch(withParams(path), init);
   const text = await res.text();
   let data = null;
   try {
@@ -450,7 +449,7 @@ class TurnStream {
   open(after) {
     if (this.closed) return;
     if (!this.source) this.view.setBadge("CONNECTING"); // later opens are reconnects: already RECONNECTING
-    const source = new EventSource(withToken(this.eventsUrl, { after: after || undefined }));
+    const source = new EventSource(withParams(this.eventsUrl, { after: after || undefined }));
     this.source = source;
     source.onopen = () => {
       this.attempt = 0;
@@ -507,7 +506,7 @@ class TurnStream {
     this.probe = new AbortController();
     let status = 0;
     try {
-      const res = await fetch(withToken(this.eventsUrl, { after: after || undefined }), { signal: this.probe.signal });
+      const res = await fetch(withParams(this.eventsUrl, { after: after || undefined }), { signal: this.probe.signal });
       status = res.status;
       this.probe.abort(); // only the status was needed
     } catch {
@@ -599,7 +598,7 @@ class Console {
   async refreshReadiness() {
     const chip = $("pool-state");
     try {
-      const res = await fetch(withToken("/readyz"));
+      const res = await fetch(withParams("/readyz"));
       this.readiness = await res.json();
       const pool = this.readiness.pool || {};
       chip.dataset.state = pool.state || "unknown";
@@ -722,7 +721,7 @@ class Console {
     this.renderMachines();
     let text;
     try {
-      const res = await fetch(withToken(`/v1/sessions/${encodeURIComponent(sid)}/log`));
+      const res = await fetch(withParams(`/v1/sessions/${encodeURIComponent(sid)}/log`));
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       text = await res.text();
     } catch (err) {

@@ -29,7 +29,8 @@ async def main(port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STAT
         app = Starlette(routes=[Route("/", home), Mount("/agent", app=create_app(runtime))])
         hc = Config()
         hc.bind = [f"127.0.0.1:{port}"]
-        install_send_timeout(10.0)  # drop clients that stop reading (hypercorn's writes are shielded)
+        # Drop clients that stop reading (hypercorn's writes are shielded) or trickle their headers.
+        install_send_timeout(10.0, header_timeout_s=10.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, app, hc)  # type: ignore[arg-type]
             task_status.started()

@@ -27,12 +27,16 @@ __all__ = [
 
 
 class TurnInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """One turn (stream): its state, and once ended its outcome, reason, timing and exit status."""
+    """One turn (stream): its state, and once ended its outcome, reason, timing and exit status.
+
+    ``reason`` is exactly the ``reason`` of the turn's ``stream.ended`` entry: ``""`` when there is nothing
+    to say (a completed turn, or one still running) — the same value the log and SSE carry.
+    """
 
     id: str
     state: str
     outcome: str | None = None
-    reason: str | None = None
+    reason: str = ""
     ended: bool = False
     timing: TurnTiming | None = None
     exit_status: int | None = None

@@ -247,7 +247,7 @@ class Session:
                 id=v.id,
                 state=v.state,
                 outcome=v.outcome,
-                reason=v.reason or None,
+                reason=v.reason,
                 ended=v.ended,
                 timing=v.timing,
                 exit_status=v.exit_status,

@@ -19,7 +19,7 @@ import pytest
 import trio
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from tests.net import free_port
+from tests.net import JSON, free_port
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.server import run_server
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
@@ -37,7 +37,9 @@ class Server:
     token: str | None = None
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = dict(JSON)
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
         return httpx.AsyncClient(base_url=self.base, headers=headers, timeout=30, **kw)
 
 
@@ -76,7 +78,7 @@ async def sse_events(
 
 
 async def new_session(client: httpx.AsyncClient, **options: Any) -> str:
-    r = await client.post("/v1/sessions", json=options or None)
+    r = await client.post("/v1/sessions", json=options)
     assert r.status_code == 201, r.text
     sid: str = r.json()["id"]
     return sid

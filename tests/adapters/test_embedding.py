@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from tests.adapters.conftest import free_port, sse_events
+from tests.net import JSON
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -40,9 +41,9 @@ async def test_engine_example_runs_a_turn() -> None:
 async def test_starlette_example_serves_both_apps(nursery: trio.Nursery) -> None:
     port = free_port()
     await nursery.start(load("embed_starlette").main, port)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=JSON, timeout=30) as c:
         assert (await c.get("/")).json()["app"] == "my dashboard"
-        r = await c.post("/agent/v1/sessions")
+        r = await c.post("/agent/v1/sessions", json={})
         assert r.status_code == 201
         sid = r.json()["id"]
         r = await c.post(f"/agent/v1/sessions/{sid}/turns", json={"prompt": "mounted"})

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.adapters.conftest import Server, log_entries, new_session, new_turn, sse_events
+from tests.net import JSON
 
 pytestmark = pytest.mark.slow
 
@@ -116,11 +117,13 @@ async def test_bad_turn_requests(server: Server) -> None:
             (b"\xff\xfe", 400, "invalid_json"),
         ]
         for body, status, code in cases:
-            r = await c.post(f"/v1/sessions/{sid}/turns", content=body)
+            r = await c.post(
+                f"/v1/sessions/{sid}/turns", content=body, headers={"content-type": "application/json"}
+            )
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), body[:20]
         r = await c.get(f"/v1/sessions/{sid}/turns/t99/events")
         assert r.status_code == 404 and r.json()["error"]["code"] == "turn_not_found"
-        r = await c.post(f"/v1/sessions/{sid}/turns/t99/interrupt")
+        r = await c.post(f"/v1/sessions/{sid}/turns/t99/interrupt", json={})
         assert r.status_code == 404
         # The server is unaffected.
         _, url = await new_turn(c, sid, "still fine")
@@ -171,7 +174,7 @@ async def test_unreadable_data_dir_is_not_ready_with_reason(nursery: object, tmp
         f.unlink()
     sessions.rmdir()
     sessions.write_text("in the way")
-    async with httpx.AsyncClient(base_url=srv.base) as c:
+    async with httpx.AsyncClient(base_url=srv.base, headers=JSON) as c:
         r = await c.get("/readyz")
         assert r.status_code == 503 and "not writable" in r.json()["reason"]
         assert (await c.get("/healthz")).status_code == 200
@@ -184,7 +187,7 @@ async def test_interrupt_ends_the_turn_cancelled(server: Server) -> None:
         sid = await new_session(c)
         tid, url = await new_turn(c, sid, "[[sim hang=mid]] long")
         first = await sse_events(c, url, limit=3)
-        r = await c.post(f"/v1/sessions/{sid}/turns/{tid}/interrupt")
+        r = await c.post(f"/v1/sessions/{sid}/turns/{tid}/interrupt", json={})
         assert r.status_code == 202
         rest = await sse_events(c, url, headers={"last-event-id": first[-1].id})
         end = json.loads(rest[-1].data)
@@ -207,7 +210,7 @@ async def test_no_cors_unless_configured(nursery: object, tmp_path: object, serv
         r = await c.get("/v1/sessions", headers={"origin": "http://evil.example"})
         assert "access-control-allow-origin" not in r.headers
     assert isinstance(nursery, trio.Nursery) and isinstance(tmp_path, Path)
-    cors = ServerConfig(port=0, ws_port=-1, cors_origins=("http://dash.example",))
+    cors = ServerConfig(port=0, ws_port=-1, allowed_origins=("http://dash.example",))
     srv = await start_server(nursery, tmp_path / "cors", server=cors)
     async with srv.client() as c:
         pre = await c.options(

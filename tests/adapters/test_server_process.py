@@ -21,6 +21,7 @@ from tests.adapters.conftest import (
     sse_events,
     wait_healthy,
 )
+from tests.net import JSON
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ async def test_sigkill_mid_turn_then_restart_reads_failed_server_restarted(
 ) -> None:
     server_process.start()
     await wait_healthy(server_process.base)
-    async with httpx.AsyncClient(base_url=server_process.base, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=server_process.base, headers=JSON, timeout=30) as c:
         sid = await new_session(c)
         _tid, url = await new_turn(c, sid, "[[sim hang=mid]] a long turn")
         first = await sse_events(c, url, limit=5)
@@ -55,7 +56,7 @@ async def test_healthz_answers_at_once_while_a_slow_pool_warms(server_process: S
     server_process.args = ["--pool-size", "2"]
     server_process.env = {"TURNSTILE_AGENT_ARGS": "--speed 0 --slow-start 5"}
     server_process.start()
-    async with httpx.AsyncClient(base_url=server_process.base, timeout=5) as c:
+    async with httpx.AsyncClient(base_url=server_process.base, headers=JSON, timeout=5) as c:
         # Poll from the process start: every answer must be 200; measure from the first accepted
         # connection (the port open) to the first answer.
         while True:
@@ -71,7 +72,7 @@ async def test_healthz_answers_at_once_while_a_slow_pool_warms(server_process: S
         ready = await c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
         # A session created now gets going at once (a cold process), not after the 5 s warm-up.
-        r = await c.post("/v1/sessions")
+        r = await c.post("/v1/sessions", json={})
         assert r.status_code == 201
         assert time.monotonic() - server_process.started_at < 20
 
@@ -86,16 +87,18 @@ async def test_token_required_on_http_sse_and_websocket(tmp_path: object) -> Non
     sp.start()
     try:
         await wait_healthy_with_token(sp.base, "s3cret")
-        async with httpx.AsyncClient(base_url=sp.base, timeout=10) as c:
+        async with httpx.AsyncClient(base_url=sp.base, headers=JSON, timeout=10) as c:
             for path in ["/healthz", "/v1/sessions", "/metrics", "/v1/sessions/x/events"]:
                 r = await c.get(path)
                 assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", path
             assert (await c.get("/v1/sessions", headers={"authorization": "Bearer wrong"})).status_code == 401
             auth = {"authorization": "Bearer s3cret"}
-            r = await c.post("/v1/sessions", headers=auth)
+            r = await c.post("/v1/sessions", json={}, headers=auth)
             assert r.status_code == 201
             sid = r.json()["id"]
-            _tid, url = await new_turn(httpx.AsyncClient(base_url=sp.base, headers=auth), sid, "x")
+            _tid, url = await new_turn(
+                httpx.AsyncClient(base_url=sp.base, headers={**JSON, **auth}), sid, "x"
+            )
             assert (await c.get(url)).status_code == 401
             assert (await c.get(url, params={"token": "s3cret"})).status_code == 200
         with pytest.raises(HandshakeError):
@@ -109,7 +112,9 @@ async def test_token_required_on_http_sse_and_websocket(tmp_path: object) -> Non
 
 
 async def wait_healthy_with_token(base: str, token: str) -> None:
-    async with httpx.AsyncClient(base_url=base, timeout=5, headers={"authorization": f"Bearer {token}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=5, headers={**JSON, "authorization": f"Bearer {token}"}
+    ) as c:
         for _ in range(1500):
             try:
                 if (await c.get("/healthz")).status_code == 200:
@@ -136,7 +141,7 @@ def test_binding_beyond_loopback_requires_a_token(tmp_path: object) -> None:
 async def test_sigterm_mid_turn_ends_the_stream_and_exits_cleanly(server_process: ServerProcess) -> None:
     server_process.start()
     await wait_healthy(server_process.base)
-    async with httpx.AsyncClient(base_url=server_process.base, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=server_process.base, headers=JSON, timeout=30) as c:
         sid = await new_session(c)
         tid, url = await new_turn(c, sid, "[[sim hang=mid]]")
         first = await sse_events(c, url, limit=4)

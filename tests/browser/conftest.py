@@ -99,9 +99,12 @@ class Server:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         token: str | None = None,
+        websocket: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        #: The WebSocket port (-1: off, as the console does not use it).
+        self.ws_port = free_port() if websocket else -1
         self.pool_size = pool_size
         self.sim_speed = sim_speed
         self.env = env or {}
@@ -124,7 +127,7 @@ class Server:
             "--port",
             str(self.port),
             "--ws-port",
-            "-1",
+            str(self.ws_port),
             "--data-dir",
             str(self.data_dir),
             "--pool-size",
@@ -210,8 +213,7 @@ class Server:
         url = self.url + path + (f"{sep}token={self.token}" if self.token else "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            req.add_header("content-type", "application/json")
+        req.add_header("content-type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=10) as res:
                 return res.status, res.read()

@@ -420,12 +420,15 @@ def test_text_without_partial_messages_comes_from_assistant_lines(
 
 
 def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory: Any) -> None:
-    """On a phone-sized screen, with ``--token`` (passed as ``?token=`` on every request): Shift+Enter
-    adds a line, Enter sends (creating a session), the turn renders, a turn started through the API is
-    followed too, and nothing overflows sideways."""
+    """On a phone-sized screen, with ``--token`` (the console opened once as ``/?token=``: the token then
+    lives only in an HttpOnly cookie, not in the address bar or page script): Shift+Enter adds a line,
+    Enter sends (creating a session), the turn renders, a turn started through the API is followed too,
+    and nothing overflows sideways."""
     server: Server = server_factory(pool_size=1, token="s3cret")
     page = page_factory(viewport={"width": 390, "height": 844})
     ui = ConsolePage(page, server.url, token="s3cret").open()
+    assert "s3cret" not in page.url, page.url
+    assert "s3cret" not in page.evaluate("document.cookie"), "the token cookie must be HttpOnly"
     assert server.request("GET", "/v1/sessions")[0] == 200
     box = page.get_by_test_id("prompt")
     box.click()

@@ -278,7 +278,7 @@ def check_log(raw: bytes, entries: list[dict[str, Any]], info: dict[str, Any]) -
         turn = reported.get(s)
         if turn is None:
             problems.append(f"stream {s} is in the log but not in the session info")
-        elif (turn.get("outcome"), turn.get("reason") or "") != (end["outcome"], end["reason"] or ""):
+        elif (turn.get("outcome"), turn.get("reason")) != (end["outcome"], end["reason"]):
             problems.append(
                 f"stream {s}: server says {turn.get('outcome')}/{turn.get('reason')!r}, "
                 f"log says {end['outcome']}/{end['reason']!r}"

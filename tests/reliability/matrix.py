@@ -269,7 +269,7 @@ class _Run:
     async def create_sessions(self, c: httpx.AsyncClient) -> None:
         options = {"model": self.fault.model} if self.fault.model else None
         for role in _roles(self.kinds):
-            r = await c.post("/v1/sessions", json=options)
+            r = await c.post("/v1/sessions", json=options or {})
             if r.status_code != 201:
                 raise AssertionError(f"creating the {role} session: {r.status_code} {r.text}")
             self.sessions[role] = _Session(role, r.json()["id"])
@@ -409,7 +409,7 @@ class _Run:
     async def interrupt_all(self, c: httpx.AsyncClient) -> None:
         for s in self.sessions.values():
             await self.hang_reached(c, s)
-            r = await c.post(f"/v1/sessions/{s.sid}/turns/{s.tid}/interrupt")
+            r = await c.post(f"/v1/sessions/{s.sid}/turns/{s.tid}/interrupt", json={})
             if r.status_code != 202:
                 self.problem("*", f"interrupt of {s.role}: {r.status_code} {r.text}")
 
@@ -498,7 +498,7 @@ class _Run:
         if self.fault.same_session:
             for role, s in self.sessions.items():
                 targets.append((role, s.sid))
-        r = await c.post("/v1/sessions")
+        r = await c.post("/v1/sessions", json={})
         if r.status_code != 201:
             self.problem("*", f"creating a fresh session after the fault: {r.status_code} {r.text}")
         else:
@@ -836,7 +836,7 @@ async def _check_read_only(run: _Run, c: httpx.AsyncClient) -> None:
     r = await c.get("/readyz")
     if r.status_code != 503 or "data" not in (r.json().get("reason") or ""):
         run.problem("*", f"readyz on a read-only data directory: {r.status_code} {r.text[:300]}")
-    r = await c.post("/v1/sessions")
+    r = await c.post("/v1/sessions", json={})
     if (r.status_code, _error_code(r)) != (503, "storage_unavailable"):
         run.problem("*", f"a session on a read-only data directory got {r.status_code} {r.text[:300]}")
 

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.net import free_port
+from tests.net import JSON, free_port
 from tests.reliability.clients import until
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.server import run_server
@@ -149,6 +149,7 @@ class Live:
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
         kw.setdefault("timeout", 30)
+        kw["headers"] = {**JSON, **kw.get("headers", {})}
         return httpx.AsyncClient(base_url=self.base, **kw)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.net import JSON
 from tests.reliability.matrix import run_turn
 from tests.reliability.servers import inproc_server, runtime_config
 from turnstile.adapters.config import ServerConfig
@@ -38,7 +39,7 @@ def _code(r: httpx.Response) -> str | None:
 async def test_bad_requests_get_the_documented_4xx(tmp_path: Path) -> None:
     rc = runtime_config(tmp_path / "data", pool_size=1)
     async with inproc_server(rc) as live, live.client() as c:
-        sid = (await c.post("/v1/sessions")).json()["id"]
+        sid = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, problems = await run_turn(c, sid, "a first turn")
         assert outcome == "completed", problems
         turns = f"/v1/sessions/{sid}/turns"
@@ -203,7 +204,7 @@ async def test_random_requests_never_get_a_500(tmp_path: Path) -> None:
     rng = random.Random(7)
     rc = runtime_config(tmp_path / "data", pool_size=1)
     async with inproc_server(rc) as live, live.client(timeout=10) as c:
-        sid = (await c.post("/v1/sessions")).json()["id"]
+        sid = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, _ = await run_turn(c, sid, "hi")
         assert outcome == "completed"
         bad = []
@@ -223,7 +224,7 @@ async def test_random_requests_never_get_a_500(tmp_path: Path) -> None:
             if status >= 500:
                 bad.append(f"{method} {path[:80]} {str(kw)[:120]}: {status}")
         assert (await c.get("/healthz")).status_code == 200
-        other = (await c.post("/v1/sessions")).json()["id"]
+        other = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, problems = await run_turn(c, other, "still fine?")
         assert outcome == "completed", problems
         assert not bad, "\n".join(bad[:20])
@@ -234,7 +235,7 @@ async def test_missing_or_wrong_token_gets_401(tmp_path: Path) -> None:
     rc = runtime_config(tmp_path / "data", pool_size=0)
     async with inproc_server(rc, sc) as live, live.client() as c:
         good = {"authorization": "Bearer s3cret"}
-        sid = (await c.post("/v1/sessions", headers=good)).json()["id"]
+        sid = (await c.post("/v1/sessions", json={}, headers=good)).json()["id"]
         wrong = []
         for headers, params in [
             ({}, {}),
@@ -257,7 +258,7 @@ async def test_missing_or_wrong_token_gets_401(tmp_path: Path) -> None:
                 if r.status_code != 401 or _code(r) != "unauthorized":
                     wrong.append(f"{method} {path} {headers} {params}: {r.status_code} {r.text[:100]}")
         assert (await c.get("/v1/sessions", params={"token": "s3cret"})).status_code == 200
-        async with httpx.AsyncClient(base_url=live.base, headers=good, timeout=30) as authed:
+        async with httpx.AsyncClient(base_url=live.base, headers={**JSON, **good}, timeout=30) as authed:
             outcome, problems = await run_turn(authed, sid, "hi")
         assert outcome == "completed", problems
         assert not wrong, "\n".join(wrong)
@@ -269,7 +270,7 @@ async def test_last_event_id_must_be_a_plain_integer(tmp_path: Path) -> None:
     never sent instead of failing."""
     rc = runtime_config(tmp_path / "data", pool_size=0)
     async with inproc_server(rc) as live, live.client() as c:
-        sid = (await c.post("/v1/sessions")).json()["id"]
+        sid = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, _ = await run_turn(c, sid, "hi")
         assert outcome == "completed"
         wrong = []

@@ -37,7 +37,7 @@ async def _answer(ws: WebSocketConnection, limit_s: float = 10) -> dict[str, Any
 async def _watch_other(live: Live, c: httpx.AsyncClient, done: trio.Event, out: dict[str, Any]) -> None:
     """A well-behaved connection: subscribe to a hanging turn, then check it gets all of it."""
     assert live.ws is not None
-    sid = (await c.post("/v1/sessions")).json()["id"]
+    sid = (await c.post("/v1/sessions", json={})).json()["id"]
     r = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "[[sim hang=mid]]"})
     tid = r.json()["turn_id"]
     rec = Received("bystander")
@@ -46,14 +46,14 @@ async def _watch_other(live: Live, c: httpx.AsyncClient, done: trio.Event, out: 
         n.start_soon(lambda: read_ws(live.ws, rec, session=sid, stream=tid, subscribe_turn=True, deadline=60))  # type: ignore[arg-type]
         await done.wait()
         # The misbehaving connection is done: end the turn; the bystander must get the end.
-        await c.post(f"/v1/sessions/{sid}/turns/{tid}/interrupt")
+        await c.post(f"/v1/sessions/{sid}/turns/{tid}/interrupt", json={})
 
 
 async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: Path) -> None:
     rc = runtime_config(tmp_path / "data", pool_size=1)
     async with inproc_server(rc) as live, live.client() as c:
         assert live.ws is not None
-        sid = (await c.post("/v1/sessions")).json()["id"]
+        sid = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, _ = await run_turn(c, sid, "hi")
         assert outcome == "completed"
         done = trio.Event()

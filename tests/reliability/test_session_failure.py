@@ -65,7 +65,7 @@ async def test_a_bug_in_a_session_task_never_leaves_a_turn_stuck(
             problems.append(f"the next turn got {r.status_code} {r.text}")
         # Everything else goes on.
         assert (await c.get("/healthz")).status_code == 200
-        other = (await c.post("/v1/sessions")).json()["id"]
+        other = (await c.post("/v1/sessions", json={})).json()["id"]
         outcome, log_problems = await run_turn(c, other, "hi")
         assert outcome == "completed" and not log_problems, log_problems
         assert not problems, problems

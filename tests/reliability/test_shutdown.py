@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from tests.net import JSON
 from tests.reliability.clients import Received, read_sse, read_ws, until
 from tests.reliability.servers import runtime_config
 from turnstile.adapters.config import ServerConfig
@@ -29,8 +30,10 @@ async def test_cancelling_run_server_delivers_the_terminal_entry_to_sse_and_webs
     with trio.fail_after(60):
         async with trio.open_nursery() as readers, trio.open_nursery() as server_nursery:
             ports = await server_nursery.start(run_server, sc, rc)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http}", timeout=10) as c:
-                sid = (await c.post("/v1/sessions")).json()["id"]
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{ports.http}", headers=JSON, timeout=10
+            ) as c:
+                sid = (await c.post("/v1/sessions", json={})).json()["id"]
                 r = await c.post(f"/v1/sessions/{sid}/turns", json={"prompt": "[[sim hang=mid]]"})
                 tid = r.json()["turn_id"]
 
