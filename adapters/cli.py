@@ -13,7 +13,16 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["EPILOG", "EXIT_CLOSED_PIPE", "EXIT_FINDINGS", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "EPILOG",
+    "EXIT_CLOSED_PIPE",
+    "EXIT_FINDINGS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK: Final = 0
 EXIT_FINDINGS: Final = 1

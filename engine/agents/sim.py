@@ -542,8 +542,10 @@ def _non_negative_float(value: str) -> float:
 
 def _doc_section(title: str) -> str:
     """The body of one section of this module's docstring (a title underlined with dashes)."""
-    doc = __doc__ or ""
+    doc = __doc__ or ""  # (None under python -OO)
     header = f"\n{title}\n{'-' * len(title)}\n"
+    if header not in doc:
+        return f"(see the docstring of {__name__})"
     body = doc[doc.index(header) + len(header) :]
     ends = [i for i in (body.find(f"\n\n{t}\n") for t in _DOC_SECTIONS) if i >= 0]
     return (body[: min(ends)] if ends else body).strip("\n")
@@ -743,6 +745,16 @@ class Sim:
             self._turn_active = True
             self.interrupt.clear()
             return self._queue.popleft()
+
+    def write_result(self, obj: JSON) -> None:
+        """Write the turn's result line: from then on the turn no longer ignores interrupts.
+
+        Both happen under ``_cond``, so an interrupt the caller sends once it has read the result is
+        acknowledged (the turn's own ``ignore_interrupt`` must not outlive its result).
+        """
+        with self._cond:
+            self._ignore_interrupt = self.opts.ignore_interrupt
+            self.out.line(obj)
 
     def set_turn_ignores_interrupt(self) -> None:
         """The running turn asked (``ignore_interrupt``) not to honour interrupts."""
@@ -1002,7 +1014,10 @@ class _Turn:
     # ---- emission
 
     def emit(self, obj: JSON) -> None:
-        self.out.line(obj)
+        if obj.get("type") == "result":
+            self.sim.write_result(obj)
+        else:
+            self.out.line(obj)
 
     def event(self, event: JSON) -> None:
         if self.opts.partial:
