@@ -8,17 +8,20 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: demo test lint typecheck unit bench clean docs
 
 SERVE_STAMP := $(VENV)/.serve-stamp
+# setuptools notes on every editable install that a folder named like the package may shadow it; here
+# that folder (turnstile/) *is* the package, so the ten-line notice says nothing: leave it out.
+PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet
 
 # What serving needs (the demo): Turnstile and its runtime dependencies, nothing for tests.
 $(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	touch $(SERVE_STAMP)
 
 # Everything the tests need: the test tools and the real Claude Code CLI (bundled in the SDK's wheel).
 $(STAMP): $(SERVE_STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,claude]'
+	$(PIP_INSTALL) -e '.[test,claude]'
 	touch $(STAMP)
 
 demo: $(SERVE_STAMP)
@@ -37,7 +40,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,claude,bench]'
+	$(PIP_INSTALL) -e '.[test,claude,bench]'
 	$(BIN)/python bench/run_all.py --write-docs docs/performance.md
 
 clean:

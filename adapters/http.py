@@ -29,10 +29,11 @@ from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import ApiError, error_body, status_for
 from turnstile.adapters.guard import BrowserGuard, request_policy
 from turnstile.adapters.hypercorn_send import ShieldLastSend
-from turnstile.adapters.metrics import render_metrics
+from turnstile.adapters.metrics import exposition, metrics_registry
 from turnstile.adapters.sse import SseSource, stream_sse
 from turnstile.engine.errors import Lagged, TurnstileError
 from turnstile.engine.log import Record, SessionStopped, StreamEnded
+from turnstile.engine.runtime.info import MetricsSnapshot
 from turnstile.engine.runtime.runtime import Runtime
 
 __all__ = ["create_app"]
@@ -177,6 +178,7 @@ class _Api:
         self.config = config
         self.sse_lagged = 0
         self.workspace = Path(config.workspace_root or os.getcwd()).resolve()
+        self.registry = metrics_registry(self._metrics_snapshot)
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -189,9 +191,15 @@ class _Api:
         body["reason"] = "; ".join(ready.reasons) if ready.reasons else None
         return json_response(body, 200 if ready.ready else 503)
 
+    def _metrics_snapshot(self) -> MetricsSnapshot:
+        # SSE subscribers that lagged are ended here, not in the runtime: count them with its own.
+        snapshot = self.runtime.metrics()
+        lagged = snapshot.lagged_subscribers + self.sse_lagged
+        return msgspec.structs.replace(snapshot, lagged_subscribers=lagged)
+
     async def metrics(self, request: Request) -> Response:
-        text = render_metrics(self.runtime.metrics(), sse_lagged=self.sse_lagged)
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        body, content_type = exposition(self.registry, request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
 
     async def machines(self, request: Request) -> Response:
         from turnstile.adapters.machines_view import machines_json

@@ -200,6 +200,19 @@ def _cost(usd: float | None) -> str:
     return "?" if usd is None else f"${usd:.4f}"
 
 
+def _unknown_legend(report: ReplayReport) -> str | None:
+    """The footnote that says why a cell reads "?" (only the reasons this table shows)."""
+    timings = [s.timing for s in report.streams]
+    why = []
+    if any(t.total_ms is None for t in timings):
+        why.append("ttfe, thinking, tools, total: the log has no times (a transcript recorded without _t)")
+    if any(t.total_ms is not None and t.ttfe_ms is None for t in timings):
+        why.append("ttfe: no CLI event came before the stream ended")
+    if any(t.cost_usd is None for t in timings):
+        why.append("cost: no result line reported one")
+    return f"? = not in the log — {'; '.join(why)}" if why else None
+
+
 _COLUMNS: Final = ("stream", "outcome", "ttfe", "thinking", "tools", "total", "calls", "cost", "reason")
 
 
@@ -226,6 +239,9 @@ def render_table(report: ReplayReport) -> str:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    legend = _unknown_legend(report)
+    if legend:
+        lines.append(legend)
     counts: dict[str, int] = {}
     for s in report.streams:
         key = s.outcome or "open"

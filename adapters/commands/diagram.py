@@ -31,6 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "diagram",
         help="draw the session, stream and pool machines from specs/",
         description="Print the state diagram of a machine, generated from its spec in specs/.",
+        epilog="exit status:\n"
+        "  0  printed (or the doc updated, or already up to date)\n"
+        "  2  bad arguments, an unreadable spec or doc, or Graphviz missing or failing (--format svg)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("machine", nargs="?", default="all", choices=[*KINDS, "all"], help="default: all")
     parser.add_argument(

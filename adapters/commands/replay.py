@@ -6,8 +6,9 @@ instead. ``--check GOLDEN`` compares the output with a golden file and exits 1 w
 differ. The file is read in chunks, so large logs stream through in constant memory; on a terminal a
 progress line is drawn on stderr.
 
-Exit status: 0 ok; 1 when ``--check`` found a difference; 2 when the file cannot be replayed (missing,
-empty, not a log nor a transcript).
+Exit status: 0 ok; 1 when the replay found violations (an entry a machine refused) or, with ``--check``,
+when the output differs from the golden file (a golden file holds the violations it expects); 2 when the
+file cannot be replayed (missing, empty, not a log nor a transcript) or the golden file cannot be read.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ _CHUNK: Final = 1 << 20
 _PROGRESS_MIN_BYTES: Final = 8 << 20  # smaller files replay in well under a second
 
 
+EPILOG: Final = """\
+exit status:
+  0  every entry replayed cleanly (with --check: the output matches GOLDEN)
+  1  violations: an entry a machine refused, listed under the table (with --check: the output differs
+     from GOLDEN, whose own violations are expected)
+  2  the file or GOLDEN cannot be read, or is neither a Turnstile log nor a CLI transcript
+
+? in the table: not in the log (a footnote under the table says why)."""
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``replay`` on the ``turnstile`` command."""
     parser = subparsers.add_parser(
@@ -44,6 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="replay a log or CLI transcript through the machines",
         description="Replay a Turnstile log (or a raw Claude Code stream-json transcript) through the "
         "session and stream machines, and report each stream's outcome and timing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "file", type=Path, metavar="FILE", help="a Turnstile log or a CLI transcript (NDJSON)"
@@ -63,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; print the report (or check it against ``args.check``)."""
     path: Path = args.file
     try:
-        text = replay_text(path, as_json=args.json, trace=args.trace, stream=args.check is None)
+        text, report = _replay(path, as_json=args.json, trace=args.trace, stream=args.check is None)
     except TurnstileError as exc:
         print(f"turnstile replay: {exc}", file=sys.stderr)
         return 2
     if args.check is None:
         sys.stdout.write(text)
-        return 0
+        return 1 if report.violations else 0
     try:
         golden = Path(args.check).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -95,6 +108,10 @@ def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, strea
     With ``stream``, text trace lines are written to stdout as they happen instead of being returned.
     Raises :class:`engine.errors.LogInputError` for a file that cannot be replayed.
     """
+    return _replay(path, as_json=as_json, trace=trace, stream=stream)[0]
+
+
+def _replay(path: Path, *, as_json: bool, trace: bool, stream: bool) -> tuple[str, ReplayReport]:
     try:
         size = path.stat().st_size
         handle = path.open("rb")
@@ -121,6 +138,8 @@ def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, strea
                 on_change=on_change if trace and not as_json else None,
                 keep_trace=trace and as_json,
             )
+        except BrokenPipeError:
+            raise  # writing the --trace lines to a closed stdout: not the file's fault
         except OSError as exc:
             raise LogInputError(f"cannot read {path}: {exc.strerror or exc}") from None
         finally:
@@ -128,8 +147,8 @@ def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, strea
                 printer.done()
     _check_replayable(path, report)
     if as_json:
-        return render_json(report)
-    return "".join(kept) + ("\n" if trace and report.streams else "") + render_table(report)
+        return render_json(report), report
+    return "".join(kept) + ("\n" if trace and report.streams else "") + render_table(report), report
 
 
 def _check_replayable(path: Path, report: ReplayReport) -> None:

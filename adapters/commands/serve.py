@@ -23,6 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run the server: HTTP API + SSE, WebSocket, web console (default agent: the built-in simulator)",
         description="Run Turnstile's server. Every flag can also be set with a TURNSTILE_* environment "
         "variable (e.g. TURNSTILE_POOL_SIZE=0); a flag wins over the environment.",
+        epilog="exit status:\n"
+        "  0  stopped cleanly by SIGTERM or Ctrl-C (every open stream ended, every agent process reaped)\n"
+        "  2  bad configuration (a flag or TURNSTILE_* variable) or a port that cannot be bound",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", help="address to bind (default 127.0.0.1; anything else requires --token)")
     p.add_argument("--port", type=int, help="HTTP/SSE/console port (default 8700; 0 = any free port)")

@@ -22,4 +22,4 @@ def run(args: argparse.Namespace) -> int:
     """Hand over to :func:`engine.agents.sim.main` with the remaining arguments."""
     from turnstile.engine.agents.sim import main
 
-    return main(list(args.sim_args))
+    return main(list(args.sim_args), prog="turnstile sim")

@@ -169,6 +169,13 @@ def render_text(stats: LogStats) -> str:
     return "\n".join(out)
 
 
+EPILOG: Final = """\
+exit status (as linters do):
+  0  the file was read and holds no errors (unknown message types are not errors)
+  1  errors were found: bad lines, each listed with its line number (--exit-zero: 0)
+  2  the file cannot be read, is empty, or is neither a Turnstile log nor a CLI transcript"""
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``log stats`` under ``turnstile log``."""
     log = subparsers.add_parser("log", help="inspect Turnstile logs and CLI transcripts")
@@ -178,9 +185,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="count lines, entries by type and subtype, and list every error with its line number",
         description="Read a Turnstile log or a raw CLI stream-json transcript (with or without a recorder's "
         "_t field) and report what it holds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", type=Path, help="a Turnstile log (.ndjson) or a CLI transcript (.jsonl)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--exit-zero", action="store_true", help="exit 0 even when errors were found (the report is the same)"
+    )
     p.add_argument(
         "--max-line", type=int, default=DEFAULT_MAX_LINE, help="line size limit in bytes (default 8 MiB)"
     )
@@ -188,7 +200,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``log stats``; 0 on success, 2 for unusable input (one-line error on stderr)."""
+    """Run ``log stats``: 0 clean, 1 errors found (0 with ``--exit-zero``), 2 unusable input."""
     try:
         stats = collect(args.file, max_line=args.max_line)
     except LogInputError as exc:
@@ -201,4 +213,4 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(msgspec.json.encode(stats) + b"\n")
     else:
         print(render_text(stats))
-    return 0
+    return 1 if stats.errors and not args.exit_zero else 0

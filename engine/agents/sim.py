@@ -152,7 +152,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 __all__ = ["RECORDINGS_DIR", "VERSION", "Directives", "main", "parse_directives"]
 
@@ -540,13 +540,51 @@ def _non_negative_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number >= 0") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The sim's argument parser (its ``--help`` is this module's docstring)."""
+def _doc_section(title: str) -> str:
+    """The body of one section of this module's docstring (a title underlined with dashes)."""
+    doc = __doc__ or ""  # (None under python -OO)
+    header = f"\n{title}\n{'-' * len(title)}\n"
+    if header not in doc:
+        return f"(see the docstring of {__name__})"
+    body = doc[doc.index(header) + len(header) :]
+    ends = [i for i in (body.find(f"\n\n{t}\n") for t in _DOC_SECTIONS) if i >= 0]
+    return (body[: min(ends)] if ends else body).strip("\n")
+
+
+_DOC_SECTIONS: Final = ("Flags", "Prompt directives", "Exit codes")
+
+
+class _DirectivesHelp(argparse.Action):
+    """``--help-directives``: print the prompt directive table and exit, as ``--help`` does."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print("Prompt directives\n-----------------\n" + _doc_section("Prompt directives"))
+        parser.exit()
+
+
+def build_parser(prog: str = "python -m turnstile.engine.agents.sim") -> argparse.ArgumentParser:
+    """The sim's argument parser: a short ``--help``; ``--help-directives`` prints the directive table.
+
+    The whole story (behaviour shared with the real CLI, what is not simulated) is this module's docstring.
+    """
+    summary = (__doc__ or "").split("\n\n", 1)[0]
     parser = argparse.ArgumentParser(
-        prog="python -m turnstile.engine.agents.sim",
-        description=__doc__,
+        prog=prog,
+        description=f"{summary}\nIt speaks the CLI's stream-json protocol on stdin/stdout, as\n"
+        "`claude -p --input-format stream-json --output-format stream-json --verbose` does.",
+        epilog="Prompt directives script a turn or inject a fault: write [[sim key=value ...]] in a prompt,\n"
+        'e.g. "hello [[sim tools=3 tool_s=0.5]]" or "[[sim hang=mid]]". The table: --help-directives.\n'
+        "Everything else (behaviour shared with the real CLI, what is not simulated):\n"
+        "python -m pydoc turnstile.engine.agents.sim\n\n"
+        "exit status (the Claude Code CLI's):\n" + _doc_section("Exit codes").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--help-directives", action=_DirectivesHelp, help="print the prompt directive table and exit"
     )
     cli = parser.add_argument_group("Claude Code CLI flags (accepted like the real CLI)")
     cli.add_argument("-p", "--print", action="store_true", dest="print_mode", help="print mode")
@@ -707,6 +745,16 @@ class Sim:
             self._turn_active = True
             self.interrupt.clear()
             return self._queue.popleft()
+
+    def write_result(self, obj: JSON) -> None:
+        """Write the turn's result line: from then on the turn no longer ignores interrupts.
+
+        Both happen under ``_cond``, so an interrupt the caller sends once it has read the result is
+        acknowledged (the turn's own ``ignore_interrupt`` must not outlive its result).
+        """
+        with self._cond:
+            self._ignore_interrupt = self.opts.ignore_interrupt
+            self.out.line(obj)
 
     def set_turn_ignores_interrupt(self) -> None:
         """The running turn asked (``ignore_interrupt``) not to honour interrupts."""
@@ -966,7 +1014,10 @@ class _Turn:
     # ---- emission
 
     def emit(self, obj: JSON) -> None:
-        self.out.line(obj)
+        if obj.get("type") == "result":
+            self.sim.write_result(obj)
+        else:
+            self.out.line(obj)
 
     def event(self, event: JSON) -> None:
         if self.opts.partial:
@@ -1608,13 +1659,14 @@ def _resume_lost(sim: Sim) -> int:
     return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m turnstile.engine.agents.sim") -> int:
     """Run the simulated CLI; returns the process exit code.
 
     Args:
         argv: command-line arguments without the program name; defaults to ``sys.argv[1:]``.
+        prog: the program name ``--help`` shows (``turnstile sim`` when run by the ``turnstile`` command).
     """
-    ns, unknown = build_parser().parse_known_args(argv)
+    ns, unknown = build_parser(prog).parse_known_args(argv)
     opts = Options(ns, unknown)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.adapters.conftest import Server, log_entries, new_session, new_turn, sse_events
 from tests.net import JSON
@@ -20,14 +21,20 @@ async def test_health_ready_and_metrics(server: Server) -> None:
         sid = await new_session(c)
         _, url = await new_turn(c, sid, "hello")
         await sse_events(c, url)
-        metrics = (await c.get("/metrics")).text
-        assert "turnstile_sessions" in metrics and "turnstile_streams_total" in metrics
-        assert 'outcome="completed"' in metrics
+        metrics = {f.name: f for f in text_string_to_metric_families((await c.get("/metrics")).text)}
+        assert "turnstile_sessions" in metrics
+        streams = metrics["turnstile_streams"]  # exposed as turnstile_streams_total
+        assert [(s.name, s.labels, s.value) for s in streams.samples] == [
+            ("turnstile_streams_total", {"outcome": "completed"}, 1)
+        ]
         # Turn timing histograms: one ended turn, counted in the +Inf bucket and in the count.
-        assert "# TYPE turnstile_turn_duration_seconds histogram" in metrics
-        assert 'turnstile_turn_duration_seconds_bucket{le="+Inf"} 1' in metrics
-        assert "turnstile_turn_duration_seconds_count 1" in metrics
-        assert 'turnstile_turn_ttfe_seconds_bucket{le="3600"} 1' in metrics
+        duration = metrics["turnstile_turn_duration_seconds"]
+        assert duration.type == "histogram"
+        values = {(s.name, s.labels.get("le")): s.value for s in duration.samples}
+        assert values[("turnstile_turn_duration_seconds_bucket", "+Inf")] == 1
+        assert values[("turnstile_turn_duration_seconds_count", None)] == 1
+        ttfe = {s.labels.get("le"): s.value for s in metrics["turnstile_turn_ttfe_seconds"].samples}
+        assert ttfe["3600.0"] == 1
 
 
 async def test_session_lifecycle(server: Server) -> None:

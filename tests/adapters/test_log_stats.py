@@ -17,8 +17,8 @@ INTERRUPTED = TRANSCRIPTS / "jackey8616__roma__test__fixtures__claude-stream__in
 HAIKU = TRANSCRIPTS / "foksa__open-claude-agent-sdk__tests__snapshots__streaming-haiku.jsonl"
 
 
-def stats_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    assert main(["log", "stats", str(path), "--json"]) == 0
+def stats_json(path: Path, capsys: pytest.CaptureFixture[str], *, code: int = 0) -> dict[str, object]:
+    assert main(["log", "stats", str(path), "--json"]) == code
     out: dict[str, object] = json.loads(capsys.readouterr().out)
     return out
 
@@ -60,7 +60,7 @@ def test_errors_have_line_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[
     ]
     p = tmp_path / "bad.jsonl"
     p.write_bytes(b"\n".join(bad) + b'\n{"type":"res')
-    s = stats_json(p, capsys)
+    s = stats_json(p, capsys, code=1)  # errors found: non-zero, as linters do
     errors = s["errors"]
     assert isinstance(errors, list)
     assert [(e["line"], e["kind"]) for e in errors] == [(2, "noise"), (4, "malformed"), (7, "truncated")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import httpx
 import pytest
@@ -57,24 +56,22 @@ async def test_healthz_answers_at_once_while_a_slow_pool_warms(server_process: S
     server_process.env = {"TURNSTILE_AGENT_ARGS": "--speed 0 --slow-start 5"}
     server_process.start()
     async with httpx.AsyncClient(base_url=server_process.base, headers=JSON, timeout=5) as c:
-        # Poll from the process start: every answer must be 200; measure from the first accepted
-        # connection (the port open) to the first answer.
+        # Poll from the process start: the first answer is a 200, and it comes while the pool's processes
+        # are still in their 5 s warm-up (so nothing waited on it) — shown by state, not by a stopwatch.
         while True:
             try:
-                t0 = time.monotonic()
                 r = await c.get("/healthz")
                 break
             except httpx.TransportError:
                 await trio.sleep(0.01)
-        answered_in = time.monotonic() - t0
         assert r.status_code == 200
-        assert answered_in < 0.2, f"healthz took {answered_in:.3f}s with the pool warming"
         ready = await c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
-        # A session created now gets going at once (a cold process), not after the 5 s warm-up.
+        pool = ready.json()["pool"]
+        assert pool["ready"] == 0 and pool["target"] == 2, f"the pool should still be warming: {pool}"
+        # A session can be created now (its process starts cold, in the background).
         r = await c.post("/v1/sessions", json={})
         assert r.status_code == 201
-        assert time.monotonic() - server_process.started_at < 20
 
 
 async def test_token_required_on_http_sse_and_websocket(tmp_path: object) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from turnstile.engine.agents.sim import Directives, parse_directives
+from turnstile.engine.agents.sim import _DIRECTIVE_SPEC, Directives, parse_directives
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDINGS = ROOT / "engine" / "agents" / "recordings"
@@ -797,14 +797,28 @@ def test_parse_directives() -> None:
     assert len(warnings) == 2
 
 
-def test_help_documents_directives() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "turnstile.engine.agents.sim", "--help"],
+def _sim_help(flag: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "turnstile.engine.agents.sim", flag],
         cwd=ROOT,
         capture_output=True,
         timeout=TIMEOUT,
         check=True,
         env={**os.environ, "COLUMNS": "120"},
     ).stdout.decode()
-    for word in ("Prompt directives", "hang=first|mid", "--ignore-interrupt", "--speed"):
+
+
+def test_help_is_short_and_points_at_the_directive_table() -> None:
+    out = _sim_help("--help")
+    assert len(out.splitlines()) < 80  # a usage, not the module's whole docstring
+    for word in ("--ignore-interrupt", "--speed", "--help-directives", "[[sim", "143 SIGTERM"):
         assert word in out
+    assert "=====" not in out and "``" not in out  # no reStructuredText
+
+
+def test_help_directives_documents_every_directive() -> None:
+    out = _sim_help("--help-directives")
+    assert out.startswith("Prompt directives\n")
+    assert "hang=first|mid" in out
+    undocumented = [key for key in _DIRECTIVE_SPEC if f"``{key}" not in out]
+    assert undocumented == []
