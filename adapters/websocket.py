@@ -25,6 +25,10 @@ whole ``serve_websocket`` server, so everything is caught here): binary frames, 
 ops get a typed ``error`` frame; frames over the size limit close the connection with 1009; an
 unexpected failure closes that connection with 1011 and a reason. A slow client never blocks the turn:
 its subscriptions fall behind and catch up from the log.
+
+Frames are written whole or not at all, whatever is cancelled (half a frame would end the connection for
+every subscription on it), and an unsubscribe is exact: once its ack is sent, no frame of that
+subscription follows; the subscription cap counts running subscriptions, so it cannot be bypassed.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ __all__ = ["Connections", "handle_connection", "serve_websockets"]
 
 log = logging.getLogger("turnstile.websocket")
 
-_OUTBOX: Final = 64
+_OUTBOX: Final = 64  # frames
+_OUTBOX_BYTES: Final = 1 << 20  # catch-up frames are ~200 KB: without this, 64 of them held 12 MB
 
 
 class _Op(msgspec.Struct, kw_only=True):
@@ -95,18 +100,40 @@ class Connections:
             await trio.sleep(0.05)
 
 
+class _Sub:
+    """One subscription of a connection: the cancel scope its pump runs in, and whether it was
+    unsubscribed (a plain flag: the writers check it before every frame, and ``cancel_called`` reads
+    the clock)."""
+
+    __slots__ = ("scope", "unsubscribed")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.unsubscribed = False
+
+    def cancel(self) -> None:
+        """Unsubscribe: no frame of it is started from now on, and its pump ends at its next checkpoint."""
+        self.unsubscribed = True
+        self.scope.cancel()
+
+
 class _Outbox:
     """The frames waiting for a connection's one writer task: a bounded queue with no scheduling cost.
 
     ``put`` is synchronous while there is room (a memory channel's ``send`` passes through the scheduler
-    for every frame, which showed per event); a producer that finds it full waits until the writer took
-    some, so a client that stops reading holds up only this connection's subscriptions — which then fall
-    behind and catch up from the log.
+    for every frame, which showed per event); a producer that finds it full — ``limit`` frames, or
+    ``byte_limit`` bytes or more — waits until the writer took some, so a client that stops reading
+    holds up only this connection's subscriptions — which then fall behind and catch up from the log.
+    Each frame goes with the subscription it belongs to (None for the connection's own answers), so the
+    writer can drop the frames of a subscription unsubscribed while they waited; the byte limit keeps
+    that backlog, and the memory it holds, small.
     """
 
-    def __init__(self, limit: int) -> None:
-        self._frames: deque[bytes] = deque()
+    def __init__(self, limit: int, byte_limit: int) -> None:
+        self._frames: deque[tuple[bytes, _Sub | None]] = deque()
         self._limit = limit
+        self._byte_limit = byte_limit
+        self._bytes = 0
         self._ready = trio.Event()  # set while there are frames
         self._room = trio.Event()  # set while there is room
         self._room.set()
@@ -114,25 +141,27 @@ class _Outbox:
     def __len__(self) -> int:
         return len(self._frames)
 
-    async def put(self, frame: bytes) -> None:
-        """Queue ``frame``; waits only while the queue is full."""
-        while len(self._frames) >= self._limit:
+    async def put(self, frame: bytes, owner: _Sub | None = None) -> None:
+        """Queue ``frame`` (of the subscription ``owner``); waits only while the queue is full."""
+        while len(self._frames) >= self._limit or self._bytes >= self._byte_limit:
             if self._room.is_set():
                 self._room = trio.Event()
             await self._room.wait()
-        self._frames.append(frame)
+        self._frames.append((frame, owner))
+        self._bytes += len(frame)
         self._ready.set()
 
-    async def get(self) -> bytes:
-        """The next frame, in order; waits while there is none."""
+    async def get(self) -> tuple[bytes, _Sub | None]:
+        """The next frame and its owner, in order; waits while there is none."""
         while not self._frames:
             if self._ready.is_set():
                 self._ready = trio.Event()
             await self._ready.wait()
-        frame = self._frames.popleft()
-        if len(self._frames) < self._limit:
+        item = self._frames.popleft()
+        self._bytes -= len(item[0])
+        if len(self._frames) < self._limit and self._bytes < self._byte_limit:
             self._room.set()
-        return frame
+        return item
 
 
 class _DirectSend:
@@ -154,6 +183,8 @@ class _DirectSend:
         self._lock: trio.StrictFIFOLock = ws._stream_lock
         self._proto: WSConnection = ws._wsproto
         self._timeout = send_timeout_s
+        self._writing: trio.CancelScope | None = None  # the frame being finished (under the lock)
+        self._aborted = False
 
     @classmethod
     def of(cls, ws: WebSocketConnection, send_timeout_s: float = 10.0) -> _DirectSend | None:
@@ -174,35 +205,74 @@ class _DirectSend:
             return cls(ws, stream, send_timeout_s)
         return None
 
-    async def send_text(self, frame: bytes) -> None:
-        """Send ``frame`` (UTF-8 JSON) as one text message. Raises ConnectionClosed when it is gone."""
+    async def send_text(self, frame: bytes, owner: _Sub | None = None) -> None:
+        """Send ``frame`` (UTF-8 JSON) as one text message: whole, or not at all.
+
+        Once its first byte is on the wire the rest follows whatever is cancelled meanwhile — half a
+        frame would corrupt the stream for every subscription on the connection — bounded by
+        ``send_timeout_s`` and :meth:`abort` (either closes the connection). Before that a cancellation
+        leaves nothing of it on the wire, and a frame of an ``owner`` unsubscribed by then is dropped
+        unwritten. Raises ConnectionClosed when the connection is gone.
+        """
         ws = self._ws
         if ws._close_reason is not None or self._proto.state is not WsState.OPEN:
             await ws.send_message(frame.decode())  # raises ConnectionClosed as trio-websocket does
             return
         data = self._proto.send(TextMessage(data=frame.decode()))
-        sent = 0
-        if not self._lock.locked():
+        if self._lock.locked():
+            # Another frame is being written: wait for it (cancellable, as nothing of this one is out).
+            async with self._lock:
+                if owner is not None and owner.unsubscribed:
+                    return
+                if ws._close_reason is not None:  # closed while we waited: no data after a close
+                    raise ConnectionClosed(ws._close_reason)
+                await self._write_rest(memoryview(data))
+            return
+        if owner is not None and owner.unsubscribed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            sent = write_now(self._stream, data)
+        except OSError as exc:
+            raise ConnectionClosed(CloseReason(1006, f"write failed: {exc.strerror}")) from exc
+        if sent == len(data):
+            await trio.lowlevel.cancel_shielded_checkpoint()  # still one scheduling point per send
+            return
+        # The kernel took part of the frame (or none): the rest under the lock, which nobody can have
+        # taken since locked() said no (no checkpoint in between), shielded from here on.
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                await self._write_rest(memoryview(data)[sent:])
+
+    def abort(self) -> None:
+        """The connection is ending: stop finishing a frame for a client that does not read (nothing
+        follows it; the socket is closed), so that the connection's tasks end at once."""
+        self._aborted = True
+        if self._writing is not None:
+            self._writing.cancel()
+
+    async def _write_rest(self, data: memoryview) -> None:
+        """Write the rest of a frame, the first byte of which is out (or about to be), holding the lock:
+        shielded from every cancellation but :meth:`abort`, within ``send_timeout_s``."""
+        with trio.CancelScope(shield=True) as writing:
+            if self._aborted:
+                writing.cancel()
+            self._writing = writing
             try:
-                sent = write_now(self._stream, data)
-            except OSError as exc:
-                raise ConnectionClosed(CloseReason(1006, f"write failed: {exc.strerror}")) from exc
-            if sent == len(data):
-                await trio.lowlevel.cancel_shielded_checkpoint()  # still one scheduling point per send
-                return
-        async with self._lock:
-            try:
-                with trio.move_on_after(self._timeout) as scope:
-                    await self._stream.send_all(data[sent:])
+                with trio.move_on_after(self._timeout) as timer:
+                    await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ConnectionClosed(CloseReason(1006, "the connection broke")) from exc
-            if scope.cancelled_caught:
-                # Half a frame may be on the wire: the connection is unusable. Close the socket (its
-                # reader then ends the connection for trio-websocket too) and end this one's tasks.
-                with trio.CancelScope(shield=True):
-                    await self._stream.aclose()
-                reason = f"the client read nothing for {self._timeout:g} s"
-                raise ConnectionClosed(CloseReason(1006, reason))
+            finally:
+                self._writing = None
+        if timer.cancelled_caught or writing.cancelled_caught:
+            # Half a frame may be on the wire: the connection is unusable. Close the socket (its reader
+            # then ends the connection for trio-websocket too) and end this one's tasks.
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+            if writing.cancelled_caught:
+                raise ConnectionClosed(CloseReason(1006, "the connection is closing"))
+            raise ConnectionClosed(CloseReason(1006, f"the client read nothing for {self._timeout:g} s"))
 
 
 class _WsError(Exception):
@@ -317,8 +387,13 @@ class _Connection:
         self.runtime = runtime
         self.ws = ws
         self.config = config
-        self.subs: dict[str, trio.CancelScope] = {}
-        self.outbox = _Outbox(_OUTBOX)
+        # Subscription id -> the subscription, from the subscribe until the unsubscribe (or the pump's
+        # end): an id names one live subscription at a time.
+        self.subs: dict[str, _Sub] = {}
+        # Pump tasks still running, unsubscribed ones included until they have returned (one may be
+        # finishing a frame it started): what the subscription cap counts.
+        self.pumps = 0
+        self.outbox = _Outbox(_OUTBOX, _OUTBOX_BYTES)
         self.direct: _DirectSend | None = None  # set in run()
         self._next = 0
 
@@ -335,6 +410,8 @@ class _Connection:
                 pass  # the client went away (or sent a frame over the limit: closed with 1009)
             finally:
                 nursery.cancel_scope.cancel()
+                if self.direct is not None:
+                    self.direct.abort()  # a frame stuck mid-write must not hold the connection open
 
     async def _writer(self) -> None:
         # One writer per connection: frames from many subscriptions never interleave mid-send, and a
@@ -342,18 +419,31 @@ class _Connection:
         direct = self.direct
         try:
             while True:
-                frame = await self.outbox.get()
+                frame, owner = await self.outbox.get()
+                if owner is not None and owner.unsubscribed:
+                    continue  # unsubscribed while it waited: its ack is queued behind, nothing may follow
                 if direct is not None:
-                    await direct.send_text(frame)
+                    await direct.send_text(frame, owner)
                 else:
-                    await self.ws.send_message(frame.decode())
+                    await self._send_locked(frame)
         except ConnectionClosed:
             self.nursery.cancel_scope.cancel()
 
-    async def _emit(self, obj: dict[str, Any]) -> None:
-        await self.outbox.put(msgspec.json.encode(obj))
+    async def _send_locked(self, frame: bytes) -> None:
+        """trio-websocket's own send, for when the direct sender is unavailable: shielded, so that no
+        cancellation leaves half a frame on the wire, and bounded by ``send_timeout_s``."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.config.send_timeout_s) as timer:
+                await self.ws.send_message(frame.decode())
+        if timer.cancelled_caught:
+            raise ConnectionClosed(
+                CloseReason(1006, f"the client read nothing for {self.config.send_timeout_s:g} s")
+            )
 
-    async def _send_entries(self, frame: bytes) -> None:
+    async def _emit(self, obj: dict[str, Any], owner: _Sub | None = None) -> None:
+        await self.outbox.put(msgspec.json.encode(obj), owner)
+
+    async def _send_entries(self, frame: bytes, owner: _Sub) -> None:
         """Send a subscription's frame from its own task when nothing is queued ahead of it.
 
         Handing every frame to the writer task cost a pass through trio's scheduler per event (the
@@ -361,13 +451,15 @@ class _Connection:
         queues behind them; the writer takes a frame and starts writing it without a scheduling point in
         between; and ``_DirectSend`` finishes a partly written frame under the stream lock, which every
         other writer (the writer task, trio-websocket's pongs and close) waits on in FIFO order.
+        Nothing of an unsubscribed subscription is started: ``owner`` is marked before the unsubscribe's
+        ack is queued, and checked right before a frame's first byte.
         """
         direct = self.direct
         if direct is None or self.outbox:
-            await self.outbox.put(frame)
+            await self.outbox.put(frame, owner)
             return
         try:
-            await direct.send_text(frame)
+            await direct.send_text(frame, owner)
         except ConnectionClosed:
             self.nursery.cancel_scope.cancel()  # as the writer does: the connection is over
             await trio.lowlevel.checkpoint()  # (raises Cancelled here: this task ends with the others)
@@ -399,10 +491,12 @@ class _Connection:
         elif op.op == "subscribe":
             await self._subscribe(op)
         elif op.op == "unsubscribe":
-            scope = self.subs.pop(str(op.sub), None)
-            if scope is None:
+            sub = self.subs.pop(_need(op.sub, "sub"), None)
+            if sub is None:
                 raise _WsError("unknown_subscription", f"no subscription {op.sub!r} on this connection")
-            scope.cancel()
+            # From here on none of its frames is started (one mid-write finishes first; the writer drops
+            # its queued ones), so nothing of it follows the ack on the wire.
+            sub.cancel()
             await self._emit({"type": "ack", "op": "unsubscribe", "id": op.id, "sub": op.sub})
         elif op.op == "prompt":
             session = _need(op.session, "session")
@@ -421,7 +515,7 @@ class _Connection:
 
     async def _subscribe(self, op: _Op) -> None:
         session = _need(op.session, "session")
-        if len(self.subs) >= self.config.max_ws_subscriptions:
+        if self.pumps >= self.config.max_ws_subscriptions:
             raise _WsError(
                 "too_many_subscriptions",
                 f"at most {self.config.max_ws_subscriptions} subscriptions per connection",
@@ -435,17 +529,23 @@ class _Connection:
         sub_id = str(op.id) if op.id is not None else f"s{self._next}"
         if sub_id in self.subs:
             raise _WsError("duplicate_subscription", f"subscription {sub_id!r} exists; pick another id")
-        scope = trio.CancelScope()
-        self.subs[sub_id] = scope
+        sub = self.subs[sub_id] = _Sub()
         await self._emit({"type": "ack", "op": "subscribe", "id": op.id, "sub": sub_id})
-        self.nursery.start_soon(self._pump, scope, sub_id, session, op.turn, op.after)
+        self.pumps += 1  # counted until the pump has returned, whatever ended it
+        self.nursery.start_soon(self._run_pump, sub, sub_id, session, op.turn, op.after)
 
-    async def _pump(
-        self, scope: trio.CancelScope, sub_id: str, session: str, turn: str | None, after: int
-    ) -> None:
+    async def _run_pump(self, sub: _Sub, sub_id: str, session: str, turn: str | None, after: int) -> None:
+        try:
+            await self._pump(sub, sub_id, session, turn, after)
+        finally:
+            self.pumps -= 1
+            if self.subs.get(sub_id) is sub:  # it ended by itself (once unsubscribed, the id is free)
+                del self.subs[sub_id]
+
+    async def _pump(self, owner: _Sub, sub_id: str, session: str, turn: str | None, after: int) -> None:
         last = after
         prefix = b'{"type":"entries","sub":' + msgspec.json.encode(sub_id) + b',"entries":['
-        with scope:
+        with owner.scope:
             while True:
                 try:
                     async with self.runtime.subscribe(session, after=last, stream=turn) as sub:
@@ -454,14 +554,14 @@ class _Connection:
                             if not fresh:
                                 continue
                             last = fresh[-1].entry.seq
-                            await self._send_entries(prefix + b",".join(r.data for r in fresh) + b"]}")
+                            frame = prefix + b",".join(r.data for r in fresh) + b"]}"
+                            await self._send_entries(frame, owner)
                             if any(_ends(r, turn) for r in fresh):
                                 break
                     break
                 except Lagged:
                     continue  # behind the live buffer: read on from the log
-            await self._emit({"type": "end", "sub": sub_id, "last_seq": last})
-        self.subs.pop(sub_id, None)
+            await self._emit({"type": "end", "sub": sub_id, "last_seq": last}, owner)
 
 
 def _ends(rec: Record, turn: str | None) -> bool:

@@ -83,6 +83,7 @@ async def test_bad_frames_get_typed_errors_and_others_are_unaffected(tmp_path: P
                     (json.dumps({"op": "subscribe", "session": sid, "after": -1}), "invalid_after"),
                     (json.dumps({"op": "subscribe", "session": sid, "after": 10**9}), "invalid_after"),
                     ('{"op": "unsubscribe", "sub": "nope"}', "unknown_subscription"),
+                    ('{"op": "unsubscribe"}', "missing_field"),
                     ('{"op": "prompt", "session": "nope", "prompt": "x"}', "session_not_found"),
                     (json.dumps({"op": "prompt", "session": sid}), "empty_prompt"),
                     (json.dumps({"op": "prompt", "session": sid, "prompt": "  "}), "empty_prompt"),
