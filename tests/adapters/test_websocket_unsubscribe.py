@@ -67,7 +67,7 @@ async def send(ws: WebSocketConnection, obj: dict[str, Any]) -> None:
 async def subscribers(c: httpx.AsyncClient) -> int:
     """The server's live log subscriptions (``turnstile_subscribers`` in /metrics): one per running pump."""
     text = (await c.get("/metrics")).text
-    match = re.search(r"^turnstile_subscribers (\d+)$", text, re.M)
+    match = re.search(r"^turnstile_subscribers (\d+)(?:\.0)?$", text, re.M)
     assert match, text
     return int(match.group(1))
 
