@@ -72,6 +72,7 @@ def render_metrics(snapshot: Any, *, sse_lagged: int = 0) -> str:
         "Agent processes alive (sessions and pool).",
         data.get("agent_processes", 0),
     )
+    single("turnstile_damaged_logs", "Session logs that cannot be read back.", data.get("damaged_logs", 0))
     timings = data.get("turn_timings", {}) or {}
     if isinstance(timings, Mapping):
         lines += _summary(
