@@ -477,8 +477,11 @@ class Runtime:
                 failing = [s for s in self._sessions.values() if s.journal.failing]
                 if not failing:
                     break
-                if any(s.journal.retry() for s in failing):
+                healed = [s for s in failing if s.journal.retry()]
+                if healed:
                     self._checks.pop("data_dir", None)
+                for session in healed:
+                    await session.journal.flush()  # the backlog's lifecycle entries (a turn's end) too
 
     async def _run_pool(self, task_status: trio.TaskStatus[None]) -> None:
         try:

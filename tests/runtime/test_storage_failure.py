@@ -55,6 +55,8 @@ async def test_a_running_turn_ends_at_once_and_nothing_unwritten_is_sent(
         info = await rt.create_session(session_id="s")
         await run_turn(rt, "s", "warm up")
         disk.free = 4000  # the disk fills a few dozen lines into the next turn
+        folded: list[object] = []
+        rt.session("s").journal.add_folded_hook(lambda records: folded.extend(r.entry for r in records))
         tid = await rt.start_turn("s", "[[deltas=400 delta_s=0.002]]")
         got: list[Record] = []
         with trio.fail_after(10), pytest.raises(StorageFailed) as failed:
@@ -73,6 +75,8 @@ async def test_a_running_turn_ends_at_once_and_nothing_unwritten_is_sent(
             turn.reason.startswith("storage failed:") and ENOSPC in turn.reason and "s.ndjson" in turn.reason
         )
         await _wait(lambda: all(p.returncode is not None for p in launcher.spawned))
+        pid = launcher.spawned[-1].pid  # the turn's agent: its exit is in (in memory) before we go on
+        await _wait(lambda: any(isinstance(e, ProcessExited) and e.pid == pid for e in folded))
         # While it fails: no new turn, no new session, not ready, a new subscriber is told at once.
         with pytest.raises(StorageUnavailable):
             await rt.start_turn("s", "more")
@@ -119,9 +123,12 @@ async def test_output_past_the_backlog_bound_is_counted_in_a_log_dropped_entry(
     async with open_runtime(cfg, launcher=stubborn) as rt:
         await rt.create_session(session_id="s")
         disk.free = 1500  # the turn request fits; its output does not
-        tid = await rt.start_turn("s", "[[stderr=5 deltas=200 delta_s=0.001]]")
         session = rt.session("s")
-        await _wait(lambda: tid in session.journal.stream_end and session.pid is None)
+        folded: list[object] = []
+        session.journal.add_folded_hook(lambda records: folded.extend(r.entry for r in records))
+        tid = await rt.start_turn("s", "[[stderr=5 deltas=200 delta_s=0.001]]")
+        # Until the agent's exit is in (in memory): its output after the bound is all counted by then.
+        await _wait(lambda: any(isinstance(e, ProcessExited) for e in folded))
         assert session.journal.failing
         disk.free = None
         await _wait(lambda: not session.journal.failing)
