@@ -501,6 +501,10 @@ class Runtime:
                     except (TurnstileError, OSError, msgspec.MsgspecError) as exc:
                         self.recovery_errors[sid] = str(exc)
                         logger.error("cannot recover session %s: %s", sid, exc)
+                    except Exception as exc:
+                        # Whatever one log holds, it must not keep the server (and the others) down.
+                        self.recovery_errors[sid] = f"cannot read its log back: {type(exc).__name__}: {exc}"
+                        logger.exception("cannot recover session %s", sid)
         finally:
             self._recovered.set()
 

@@ -44,6 +44,9 @@ _LIFECYCLE_KINDS: Final = frozenset(
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PROBE_PREFIX: Final = ".write-probe"
 _READ_CHUNK: Final = 1 << 20
+# A line that is not an entry. RecursionError: JSON nested deeper than the decoder goes (a hand-edited or
+# corrupted line; the runtime never writes one) — damaged like any other, never an exception of its own.
+_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 class FileLogStore:
@@ -228,7 +231,7 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
             line_no += 1
             try:
                 entry = decode_entry(line)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            except _UNREADABLE as exc:
                 # Damage on a line that has a newline after it. It is a torn tail only if nothing
                 # but whitespace follows it; otherwise the file was damaged in the middle.
                 rest = b"\n".join(lines[index + 1 :]) + b"\n" + pending + _read_rest(fd)
@@ -249,7 +252,7 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
         # add the newline) or a torn line (cut it off).
         try:
             entry = decode_entry(pending)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        except _UNREADABLE:
             return offsets, pos, pending
         if entry.seq != len(offsets) + 1:
             return offsets, pos, pending

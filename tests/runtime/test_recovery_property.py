@@ -151,3 +151,22 @@ async def test_the_torn_recovery_reproduction_ends_its_turn(logs: dict[str, byte
             async with rt.subscribe("a", stream=hung) as sub:
                 got = [r.entry async for batch in sub for r in batch]
         assert isinstance(got[-1], StreamEnded) and got[-1].stream == hung
+
+
+async def test_a_line_nested_too_deep_is_damage_not_a_crash(tmp_path: Path) -> None:
+    """JSON nested deeper than the decoder goes (RecursionError) is a damaged line like any other: as the
+    last line it is a torn tail (repaired), before it the session is damaged — and the server comes up."""
+    deep = b'{"kind":"stderr","seq":2,"ts":null,"text":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    head = (
+        b'{"kind":"session.created","seq":1,"ts":1.0,"stream":null,"session_id":"x","agent":"sim",'
+        b'"config":{},"pool_key":""}\n'
+    )
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    (sessions / "tail.ndjson").write_bytes(head + deep + b"\n")
+    (sessions / "mid.ndjson").write_bytes(head + deep + b"\n" + head.replace(b'"seq":1', b'"seq":3'))
+    async with open_runtime(config(data_dir=str(tmp_path)), launcher=ScriptedLauncher()) as rt:
+        await rt.wait_recovered()
+        assert set(rt.recovery_errors) == {"mid"} and "mid.ndjson:2" in rt.recovery_errors["mid"]
+        _check((sessions / "tail.ndjson").read_bytes())
+        assert rt.session("tail").state != "stopped"
