@@ -33,7 +33,10 @@ _BY_NAME: Final[dict[str, tuple[int, str]]] = {
     "AgentBinaryNotFound": (503, "agent_unavailable"),
     "ConfigError": (400, "invalid_config"),
     "LogError": (503, "storage_unavailable"),
-    "LogCorrupted": (500, "log_corrupted"),
+    "StorageUnavailable": (503, "storage_unavailable"),
+    # One truth for a log damaged mid-file: the session exists and is damaged (never a 500).
+    "SessionDamaged": (409, "session_damaged"),
+    "LogCorrupted": (409, "session_damaged"),
 }
 
 

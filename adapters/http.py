@@ -308,12 +308,14 @@ class _Api:
         after = parse_after(request, last_seq=await views.last_seq(self.runtime, sid))
         if end is not None and after >= end:
             return Response(status_code=204)  # EventSource: stop reconnecting, the turn is over
+        self.runtime.check_storage(sid)  # 503 while its log cannot be written (nothing could be sent)
         return _SseResponse(self, sid, tid, after=after)
 
     async def session_events(self, request: Request) -> Response:
         sid = request.path_params["sid"]
         last = await views.last_seq(self.runtime, sid)
         after = parse_after(request, last_seq=last)
+        self.runtime.check_storage(sid)  # 503 while its log cannot be written (its end may not be yet)
         if await views.session_closed(self.runtime, sid) and after >= last:
             return Response(status_code=204)
         return _SseResponse(self, sid, None, after=after)

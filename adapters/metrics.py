@@ -139,6 +139,12 @@ SCALARS: Final[tuple[Scalar, ...]] = (
         "Agent processes alive (sessions and pool).",
         lambda s: s.agent_processes,
     ),
+    Scalar(
+        "turnstile_damaged_logs",
+        "gauge",
+        "Session logs that cannot be read back (damaged before their last line).",
+        lambda s: s.damaged_logs,
+    ),
 )
 """The snapshot's numbers, one metric each (in this order)."""
 

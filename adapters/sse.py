@@ -18,6 +18,14 @@ Rules that make the seed's "stuck at RECONNECTING" impossible:
 * A heartbeat comment is sent when nothing else was for ``heartbeat_s``. A client that does not take a
   write within ``send_timeout_s`` is dropped; it never slows the turn or other clients. A subscriber that
   falls behind the runtime's buffer is transparently re-subscribed from the log (the log is the buffer).
+* Only written entries are sent. When the log cannot be written (disk full) the response sends one
+  ``event: storage.failed`` with no ``id:`` (a seq is never named before it is written) and ends::
+
+      event: storage.failed
+      data: {"outcome":"failed","reason":"storage failed: ...","last_written_seq":340,"stream":"t2"}
+
+  Reconnecting with ``Last-Event-ID`` gets 503 ``storage_unavailable`` while the storage still fails,
+  then whatever was written since (the entries kept in memory, the turn's real terminal entry).
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
+import msgspec
 import trio
 
+from turnstile.engine.errors import StorageFailed
 from turnstile.engine.log import CliLine, Record, kind_of
 
-__all__ = ["SSE_HEADERS", "SseSource", "format_record", "stream_sse"]
+__all__ = ["SSE_HEADERS", "SseSource", "format_record", "format_storage_failed", "stream_sse"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +69,14 @@ def format_record(rec: Record) -> bytes:
         # replacing it keeps the JSON equal while keeping SSE framing intact.
         data = data.replace(b"\r", b" ")
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (rec.entry.seq, event_name(rec), data)
+
+
+def format_storage_failed(exc: StorageFailed) -> bytes:
+    """The seq-less ``storage.failed`` event: the log cannot be written, so this response ends here."""
+    data = msgspec.json.encode(
+        {"outcome": "failed", "reason": exc.reason, "last_written_seq": exc.last_seq, "stream": exc.stream}
+    )
+    return b"event: storage.failed\ndata: %s\n\n" % data
 
 
 class SseSource:
@@ -155,6 +173,10 @@ async def stream_sse(
                 if on_lag is not None:
                     on_lag()
                 continue
+            except StorageFailed as exc:
+                # Nothing more can be written, so nothing more can be sent: say so rather than hang.
+                await out.body(format_storage_failed(exc))
+                done = True
             finally:
                 out.poke = None
         await out.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -16,6 +16,8 @@ Server → client::
     {"type": "ack", "op": "subscribe", "id": "c1", "sub": "c1"}
     {"type": "entries", "sub": "c1", "entries": [<entry JSON>, ...]}     (coalesced, in log order)
     {"type": "end", "sub": "c1", "last_seq": 42}                         (after the turn's stream.ended)
+    {"type": "end", "sub": "c1", "last_seq": 40, "outcome": "failed",
+     "reason": "storage failed: ...", "storage_failed": true}            (the log cannot be written)
     {"type": "ack", "op": "prompt", "id": "c2", "turn_id": "t3"}
     {"type": "pong"}
     {"type": "error", "id": "c2", "code": "session_not_found", "message": "..."}
@@ -57,7 +59,7 @@ from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.direct_write import write_now
 from turnstile.adapters.errors import error_body, status_for
 from turnstile.adapters.guard import Refusal, RequestPolicy, request_policy
-from turnstile.engine.errors import Lagged, TurnstileError
+from turnstile.engine.errors import Lagged, StorageFailed, TurnstileError
 from turnstile.engine.log import Record, SessionStopped, StreamEnded
 from turnstile.engine.runtime.runtime import Runtime
 
@@ -544,6 +546,7 @@ class _Connection:
 
     async def _pump(self, owner: _Sub, sub_id: str, session: str, turn: str | None, after: int) -> None:
         last = after
+        failed: dict[str, Any] = {}
         prefix = b'{"type":"entries","sub":' + msgspec.json.encode(sub_id) + b',"entries":['
         with owner.scope:
             while True:
@@ -561,7 +564,15 @@ class _Connection:
                     break
                 except Lagged:
                     continue  # behind the live buffer: read on from the log
-            await self._emit({"type": "end", "sub": sub_id, "last_seq": last}, owner)
+                except StorageFailed as exc:  # the log cannot be written: end now, resume after last_seq
+                    last, failed = exc.last_seq, _storage_failed(exc)
+                    break
+            await self._emit({"type": "end", "sub": sub_id, "last_seq": last, **failed}, owner)
+
+
+def _storage_failed(exc: StorageFailed) -> dict[str, Any]:
+    """What an ``end`` frame adds when the log cannot be written (``last_seq`` is the last written)."""
+    return {"outcome": "failed", "reason": exc.reason, "storage_failed": True}
 
 
 def _ends(rec: Record, turn: str | None) -> bool:

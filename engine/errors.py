@@ -31,6 +31,32 @@ class LogCorrupted(LogError):
     """A log file holds a damaged entry before its last line (a torn last line is repaired, not raised)."""
 
 
+class StorageUnavailable(LogError):
+    """The data directory cannot be written now (disk full, permissions, I/O error): nothing new can start.
+
+    Entries already accepted are kept in memory and written first once the storage works again; retry
+    the request later (readiness says when).
+    """
+
+
+class StorageFailed(StorageUnavailable):
+    """A subscription ended because its log could not be written: nothing more can be sent for now.
+
+    Everything up to ``last_seq`` (the log's last *written* entry) was delivered. ``reason`` says what
+    failed (the file and the system's error). Resubscribe after ``last_seq`` once the storage works
+    again: the entries kept in memory meanwhile (and the turn's real terminal entry) come from the log.
+    """
+
+    def __init__(self, last_seq: int, reason: str, stream: str | None = None) -> None:
+        super().__init__(
+            f"{reason}; nothing more can be sent until the storage works again: "
+            f"resubscribe after seq {last_seq} later"
+        )
+        self.last_seq = last_seq
+        self.reason = reason
+        self.stream = stream
+
+
 class SequenceGap(LogError):
     """An append would break the gap-free sequence of a log."""
 
@@ -48,6 +74,13 @@ class SessionNotFound(TurnstileError):
 
 class SessionExists(TurnstileError):
     """A session with this id already exists; pick another id or use the existing session."""
+
+
+class SessionDamaged(TurnstileError):
+    """The session exists but its log cannot be read back (damaged before its last line).
+
+    The message names the file, the line and what to do; the other sessions are not affected.
+    """
 
 
 class StreamNotFound(TurnstileError):

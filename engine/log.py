@@ -43,6 +43,7 @@ __all__ = [
     "Entry",
     "InterruptEscalated",
     "InterruptRequested",
+    "LogDropped",
     "LogRepaired",
     "Outcome",
     "PoolCheckout",
@@ -307,6 +308,17 @@ class LogRepaired(_Entry, frozen=True, kw_only=True, tag="log.repaired"):
     encoding: Literal["utf-8", "base64"] = "utf-8"
 
 
+class LogDropped(_Entry, frozen=True, kw_only=True, tag="log.dropped"):
+    """While the log could not be written, the agent's output went past the memory bound for entries
+    waiting to be written (``limit`` bytes): ``entries`` lines of it (``bytes`` bytes, stdout and stderr)
+    were not kept. Written once the storage works again, right after the entries that were kept."""
+
+    entries: int
+    bytes: int
+    limit: int
+    reason: str
+
+
 Entry: TypeAlias = (
     CliLine
     | CliDecodeError
@@ -335,6 +347,7 @@ Entry: TypeAlias = (
     | PoolDrainRequested
     | PoolStopped
     | LogRepaired
+    | LogDropped
 )
 
 

@@ -71,6 +71,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
         ``data_dir``: where session logs (``sessions/<id>.ndjson``) and the process ledger live; ``None``
         keeps logs in memory (nothing survives a restart). ``fsync``: ``lifecycle`` (default) syncs an
         append that carries a turn request, stream end, spawn or exit; ``always``; ``never``.
+        When a log cannot be written (disk full): ``storage_retry_s`` (1 s) between retries of the entries
+        waiting in memory (readiness recovers by itself once they are written); ``storage_backlog_bytes``
+        (16 MiB) of agent output kept in memory per log meanwhile — past it, output lines are counted in a
+        ``log.dropped`` entry instead of kept (lifecycle entries are always kept).
     Turns
         ``max_queued_turns`` (8): turns waiting behind the running one; more are refused (``QueueFull``).
     Interrupt
@@ -109,6 +113,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str | None = None
     fsync: FsyncPolicy = "lifecycle"
     default_agent: AgentConfig = AgentConfig()
+    storage_retry_s: float = 1.0
+    storage_backlog_bytes: int = 16 << 20
 
     max_queued_turns: int = 8
 
@@ -153,7 +159,16 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("max_queued_turns", "pool_size", "pool_max_keys", "stderr_tail_lines"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        for name in ("max_line", "subscriber_buffer", "stderr_max_line", "stderr_burst", "pool_max_turns"):
+        if not self.storage_retry_s > 0:
+            raise ConfigError(f"storage_retry_s must be positive seconds, got {self.storage_retry_s}")
+        for name in (
+            "max_line",
+            "subscriber_buffer",
+            "stderr_max_line",
+            "stderr_burst",
+            "pool_max_turns",
+            "storage_backlog_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in (

@@ -62,12 +62,15 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the server can take work. ``reasons`` says why not; a degraded pool alone is not a reason
-    (turns still get cold processes) but is reported in ``pool``."""
+    (turns still get cold processes) but is reported in ``pool``. ``damaged`` lists session logs that
+    cannot be read back (session id → the file, line and what to do): those sessions answer
+    ``SessionDamaged``, the others work, so they do not make the server unready."""
 
     ready: bool
     reasons: list[str]
     pool: PoolStatus
     recovering: bool = False
+    damaged: dict[str, str] = {}
 
 
 class TimingSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,7 +114,8 @@ class TimingHistogram(msgspec.Struct, frozen=True, kw_only=True):
 
 class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """Counts at one instant. ``streams_by_outcome`` counts every ended stream the runtime has seen (also
-    those read back from logs at startup); ``lagged_subscribers`` counts subscribers ended for lagging."""
+    those read back from logs at startup); ``lagged_subscribers`` counts subscribers ended for lagging;
+    ``damaged_logs`` counts session logs that could not be read back (see :class:`Readiness`)."""
 
     sessions_by_state: dict[str, int]
     streams_open: int
@@ -124,3 +128,4 @@ class MetricsSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     turn_timings: TimingSummary
     total_histogram: TimingHistogram | None = None
     ttfe_histogram: TimingHistogram | None = None
+    damaged_logs: int = 0

@@ -2,25 +2,39 @@
 
 Every entry of a session (or of the pool) goes through :meth:`Journal.append`: it gets the next seq and
 the time, is encoded once (:class:`engine.log.Record`), written to the :class:`LogStore`, applied to the
-fold, and pushed to live subscribers — in that order, in one synchronous step. Nothing acts on an entry
-before it is stored (invariant: nothing is lost), and because no ``await`` separates the steps, an append
-can never be cut in half by a cancellation: a ``finally`` block that appends a terminal entry needs no
-shield for the append itself.
+fold, and pushed to live subscribers and listeners — in that order, in one synchronous step. Because no
+``await`` separates the steps, an append can never be cut in half by a cancellation: a ``finally`` block
+that appends a terminal entry needs no shield for the append itself.
 
 After each batch the fold is asked what must follow *right away* (:meth:`Folder.settle`): for a session,
 a ``stream.ended`` for every stream the evidence just ended (a result, a process exit, a timeout, an
 escalated interrupt). Those are appended in the same step, so a stream's terminal entry is in the log
 before the code that caused it runs its next line.
 
-When the store fails (disk full, permissions), entries are kept in memory and retried with the next
-append, so the sequence stays gap-free and live subscribers keep going; :attr:`Journal.write_error`
-says why, and readiness reports it.
+**Nothing is sent that is not written.** An entry reaches subscribers and listeners only once the store
+took it (written: the kernel has the bytes; fsync is a separate, later step — ``docs/log-format.md``).
+When the store fails (disk full, permissions, I/O error) a *storage failure episode* begins:
+
+* the failure is logged at ERROR once, with the store's message (the file and the system's error);
+* the refused entries, and every entry appended while the episode lasts, are kept in memory in seq order
+  and still folded (the session's own decisions need them) but sent to nobody — so a crash before they
+  are written may give their seqs to other entries, and no client can have seen them;
+* every live subscription ends at once with :class:`engine.errors.StorageFailed` (the last *written*
+  seq and the reason), and the failure hooks run (the session ends its turns, see
+  :mod:`engine.runtime.session`);
+* agent output appended while failing is bounded: past ``backlog_bytes`` of waiting entries, stdout and
+  stderr lines are counted, not kept, and a ``log.dropped`` entry says so once the storage works again
+  (lifecycle entries — a terminal entry, an exit — are always kept);
+* :meth:`Journal.retry` (the runtime calls it on a timer) writes the backlog first, in order, then the
+  ``log.dropped`` note; the written entries go to listeners and the episode is over.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
 import msgspec
@@ -29,9 +43,13 @@ import trio
 from turnstile.engine.errors import LogError
 from turnstile.engine.framing import Frame
 from turnstile.engine.log import (
+    CliDecodeError,
     CliLine,
+    CliOversized,
     Entry,
+    LogDropped,
     Record,
+    Stderr,
     StreamEnded,
     TurnRequested,
     UnknownEntry,
@@ -45,7 +63,15 @@ from turnstile.engine.stores import LogStore
 if TYPE_CHECKING:
     from turnstile.engine.runtime.subscription import Subscription
 
-__all__ = ["Folder", "Journal"]
+__all__ = ["DEFAULT_BACKLOG_BYTES", "Folder", "Journal"]
+
+logger = logging.getLogger("turnstile.journal")
+
+DEFAULT_BACKLOG_BYTES = 16 << 20
+"""Agent output kept in memory per log while its storage fails (past it, output is counted, not kept)."""
+
+# Output an episode may drop past the bound: what the agent printed. Lifecycle entries are always kept.
+_DROPPABLE: tuple[type, ...] = (CliLine, CliDecodeError, CliOversized, Stderr)
 
 
 class Folder(Protocol):
@@ -61,6 +87,15 @@ class Folder(Protocol):
 
 
 Listener = Callable[[Sequence[Record]], None]
+FailureHook = Callable[[str], None]
+
+
+@dataclass
+class _Dropped:
+    """Output not kept during one storage failure episode (past the backlog bound)."""
+
+    entries: int = 0
+    bytes: int = 0
 
 
 class Journal:
@@ -74,6 +109,7 @@ class Journal:
         *,
         clock: Callable[[], float] = time.time,
         syncer: Syncer | None = None,
+        backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         self.name = name
         self.store = store
@@ -83,10 +119,21 @@ class Journal:
         # sessions is one trip to its thread.
         self._syncer = syncer if syncer is not None else default_syncer
         self._next = store.last_seq + 1
-        self._unstored: list[Record] = []
+        # A storage failure episode: entries appended (seq given, folded) but not written, in seq order.
+        self._pending: list[Record] = []
+        self._pending_bytes = 0
+        self._backlog_bytes = backlog_bytes
+        self._dropped = _Dropped()
+        self._announce = False
+        #: Why the store refused the last append, while a storage failure episode lasts (else None).
         self.write_error: str | None = None
+        #: Why the last fsync failed (the entries are written but may not survive a power loss), else None.
+        self.sync_error: str | None = None
         self.closed = False
         self._listeners: list[Listener] = []
+        self._folded_hooks: list[Listener] = []
+        self._failure_hooks: list[FailureHook] = []
+        self._store_released = False
         self._live: set[Subscription] = set()
         self.subscriptions: set[Subscription] = set()
         self.lagged_total = 0
@@ -98,24 +145,49 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        """The seq of the last entry appended (stored or still pending)."""
-        return self._next - 1
+        """The seq of the last entry *written* — the last one anybody can have been sent."""
+        return self.store.last_seq
 
     @property
     def next_seq(self) -> int:
-        """The seq the next entry will get."""
+        """The seq the next entry will get (entries kept in memory while storage fails come first)."""
         return self._next
 
+    @property
+    def failing(self) -> bool:
+        """Whether a storage failure episode lasts: entries wait in memory, nothing is sent."""
+        return self.write_error is not None
+
+    @property
+    def pending(self) -> int:
+        """How many entries wait in memory to be written."""
+        return len(self._pending)
+
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(records)`` after each batch is stored and folded. It must not append."""
+        """Call ``listener(records)`` once a batch is written (and folded). It must not append."""
         self._listeners.append(listener)
 
+    def add_folded_hook(self, hook: Listener) -> None:
+        """Call ``hook(records)`` once a batch is folded, written or not: for the writer's own control
+        flow (it sees entries nobody was sent yet), never to send anything anywhere. It must not append."""
+        self._folded_hooks.append(hook)
+
+    def add_failure_hook(self, hook: FailureHook) -> None:
+        """Call ``hook(reason)`` when a storage failure episode begins (after the batch that hit it is
+        folded). It may append: those entries wait in memory with the rest."""
+        self._failure_hooks.append(hook)
+
     def append(self, entry: Entry) -> Record:
-        """Append one entry; its ``seq`` and ``ts`` are assigned here (pass ``seq=0, ts=None``)."""
+        """Append one lifecycle entry (never dropped; the agent's output goes through :meth:`extend` or
+        :meth:`append_frames`); its ``seq`` and ``ts`` are assigned here (pass ``seq=0, ts=None``)."""
         return self.extend([entry])[0]
 
     def extend(self, entries: Iterable[Entry]) -> list[Record]:
-        """Append entries in order (seqs and times assigned here) and everything they settle."""
+        """Append entries in order (seqs and times assigned here) and everything they settle.
+
+        Returns the records appended: while a storage failure has filled the backlog, the agent's output
+        among ``entries`` may be counted for ``log.dropped`` instead (never a lifecycle entry).
+        """
         now = self._clock()
         stamped: list[Entry] = []
         for entry in entries:
@@ -123,7 +195,8 @@ class Journal:
             self._next += 1
         records = [record(e) for e in stamped]
         if records:
-            self._commit(records, stamped, [None] * len(records))
+            kept = self._commit(records, stamped, [None] * len(records))
+            del records[kept:]
         return records
 
     def append_frames(
@@ -131,18 +204,28 @@ class Journal:
     ) -> list[tuple[Entry, Message | None]]:
         """Append framed CLI stdout lines (one batch: one write, one wake-up per subscriber).
 
-        Returns each line's entry and typed view (blank lines are skipped).
+        Returns each line's entry and typed view (blank lines are skipped; while a storage failure has
+        filled the backlog, lines past it are counted for ``log.dropped`` and not returned).
         """
         out = entries_from_frames(frames, seq=self._next, ts=self._clock(), stream=stream)
         self._next += len(out)
         if out:
-            self._commit([record(e) for e, _ in out], [e for e, _ in out], [v for _, v in out])
+            kept = self._commit([record(e) for e, _ in out], [e for e, _ in out], [v for _, v in out])
+            del out[kept:]
         return out
 
-    def _commit(self, records: list[Record], entries: list[Entry], views: Sequence[Message | None]) -> None:
+    def _commit(self, records: list[Record], entries: list[Entry], views: Sequence[Message | None]) -> int:
+        """Write, fold, fan out, settle; the number of ``records`` kept (the rest: output dropped past the
+        backlog bound while the storage fails — their seqs are given back)."""
         if self.closed:
             raise LogError(f"log {self.name} is closed; no more entries can be appended")
-        self._store(records)
+        written = self._write(records)
+        if not written:
+            kept = self._bound(records)
+            if kept < len(records):
+                del records[kept:], entries[kept:]
+                views = views[:kept]
+            self._keep(records)
         changed = False
         apply = self.folder.apply if self.folder is not None else None
         for entry, view in zip(entries, views, strict=True):
@@ -150,12 +233,83 @@ class Journal:
                 self._index(entry)
             if apply is not None and apply(entry, view):
                 changed = True
+        if records:
+            for hook in self._folded_hooks:
+                hook(records)
+        if written:
+            self._fan_out(written)
+        if changed and self.folder is not None:
+            self._settle()
+        if self._announce:
+            # After the batch that hit the failure is folded (and what it settles appended), so whatever
+            # the hooks append comes after it in the log.
+            self._announce = False
+            self._announce_failure()
+        return len(records)
+
+    def _write(self, records: list[Record]) -> list[Record]:
+        """Store ``records``; the records now written (none while storage fails: the caller keeps them)."""
+        if self.write_error is not None:
+            return []  # the episode goes on: retry() writes the backlog, in order, first
+        try:
+            self.store.append(records)
+        except LogError as exc:
+            self.write_error = str(exc)
+            self._announce = True
+            logger.error(
+                "log %s cannot be written: %s. Entries from seq %d on are kept in memory (agent output up "
+                "to %d bytes), sent to nobody, and written first when the storage works again; "
+                "subscribers were told; new sessions and turns get 503 meanwhile",
+                self.name,
+                exc,
+                records[0].entry.seq,
+                self._backlog_bytes,
+            )
+            return []
+        return records
+
+    def _bound(self, records: list[Record]) -> int:
+        """How many of ``records`` (the newest seqs) the backlog keeps: all but a tail of agent output
+        past ``backlog_bytes`` — once output is dropped in an episode, all later output is too, so what
+        is kept of it is one unbroken prefix. The dropped tail is counted, and its seqs given back."""
+        room = self._backlog_bytes - self._pending_bytes
+        for i, rec in enumerate(records):
+            if not isinstance(rec.entry, _DROPPABLE):
+                continue
+            size = len(rec.data) + 1
+            if self._dropped.entries == 0 and size <= room:
+                room -= size
+                continue
+            tail = records[i:]
+            if not all(isinstance(r.entry, _DROPPABLE) for r in tail):
+                return len(records)  # a lifecycle entry follows: keep the batch whole (it is small)
+            assert tail[-1].entry.seq == self._next - 1, "only the newest seqs can be given back"
+            self._dropped.entries += len(tail)
+            self._dropped.bytes += sum(len(r.data) + 1 for r in tail)
+            self._next -= len(tail)
+            return i
+        return len(records)
+
+    def _keep(self, records: list[Record]) -> None:
+        self._pending.extend(records)
+        self._pending_bytes += sum(len(r.data) + 1 for r in records)
+
+    def _fan_out(self, records: Sequence[Record]) -> None:
         for sub in list(self._live):
             sub._push(records)
         for listener in self._listeners:
             listener(records)
-        if changed and self.folder is not None:
-            self._settle()
+
+    def _announce_failure(self) -> None:
+        reason = self.write_error
+        if reason is None:
+            return
+        last = self.last_seq
+        for sub in list(self._live):
+            sub._storage_failed(last, reason)
+        self._live.clear()
+        for hook in self._failure_hooks:
+            hook(reason)
 
     def _settle(self) -> None:
         assert self.folder is not None
@@ -163,6 +317,14 @@ class Journal:
         if follow:
             # Folded like any entry; a stream.ended settles nothing further, so this recursion is shallow.
             self.extend(follow)
+
+    def settle(self) -> list[Record]:
+        """Append what the fold says must follow now (e.g. a ``stream.ended`` for every stream the
+        evidence ended), even when no new entry changed anything — for recovery."""
+        if self.folder is None:
+            return []
+        follow = self.folder.settle()
+        return self.extend(follow) if follow else []
 
     async def flush(self) -> None:
         """Make the lifecycle entries appended so far durable (fsync in a worker thread, batched with other
@@ -172,24 +334,66 @@ class Journal:
             try:
                 await self._syncer.sync(cast(Syncable, self.store))
             except LogError as exc:
-                self.write_error = str(exc)
+                if self.sync_error is None:
+                    logger.error("log %s: %s (entries written but maybe not durable)", self.name, exc)
+                self.sync_error = str(exc)
+            else:
+                self.sync_error = None
 
     def retry(self) -> bool:
-        """Try again to store entries a failing store refused; True when nothing is pending any more."""
-        if self._unstored and not self.closed:
-            self._store([])
-        return not self._unstored
-
-    def _store(self, records: list[Record]) -> None:
-        pending = self._unstored + records if self._unstored else records
+        """Write the entries a failing store refused (then the ``log.dropped`` note, if output was
+        dropped); True when the storage works again and nothing waits. The runtime calls this on a timer."""
+        if self.write_error is None:
+            return True
+        if self._store_released:
+            return False
         try:
-            self.store.append(pending)
+            self.store.append(self._pending)
         except LogError as exc:
-            self._unstored = list(pending)
             self.write_error = str(exc)
-            return
-        self._unstored = []
+            return False
+        written, self._pending, self._pending_bytes = self._pending, [], 0
         self.write_error = None
+        dropped, self._dropped = self._dropped, _Dropped()
+        logger.warning(
+            "log %s can be written again: wrote the %d entries kept in memory (seqs %d-%d)%s",
+            self.name,
+            len(written),
+            written[0].entry.seq if written else 0,
+            written[-1].entry.seq if written else 0,
+            f"; {dropped.entries} lines of agent output ({dropped.bytes} bytes) could not be kept"
+            if dropped.entries
+            else "",
+        )
+        self._fan_out(written)
+        if dropped.entries:
+            note = LogDropped(
+                seq=0,
+                ts=None,
+                entries=dropped.entries,
+                bytes=dropped.bytes,
+                limit=self._backlog_bytes,
+                reason="the log could not be written and the agent's output waiting in memory reached "
+                f"{self._backlog_bytes} bytes",
+            )
+            self._append_note(note)
+        if self.closed and not self.failing:
+            self._release_store()
+        return not self.failing
+
+    def _append_note(self, entry: Entry) -> None:
+        # Like extend(), also for a log closed to new entries whose backlog is being written.
+        stamped = msgspec.structs.replace(entry, seq=self._next, ts=self._clock())
+        self._next += 1
+        rec = record(stamped)
+        written = self._write([rec])
+        if written:
+            self._fan_out(written)
+        else:
+            self._keep([rec])
+        if self._announce:
+            self._announce = False
+            self._announce_failure()
 
     async def replay(self, chunk: int = 2048, observe: Callable[[Entry], None] | None = None) -> int:
         """Fold the entries the store already holds (a reopened log); return how many.
@@ -226,18 +430,18 @@ class Journal:
     # --- reading ---------------------------------------------------------------------------------------
 
     def read(self, after: int, limit: int) -> list[Record]:
-        """Up to ``limit`` records with ``seq > after``: from the store, then any not stored yet."""
-        out = list(self.store.read(after, limit))
-        if len(out) < limit and self._unstored:
-            start = max(after, self.store.last_seq)
-            out.extend(r for r in self._unstored if r.entry.seq > start)
-            out = out[:limit]
-        return out
+        """Up to ``limit`` written records with ``seq > after`` (entries waiting in memory while the
+        storage fails are not readable: nobody may see an entry that is not written)."""
+        return list(self.store.read(after, limit))
 
     # --- subscribers -----------------------------------------------------------------------------------
 
     def _go_live(self, sub: Subscription) -> bool:
-        """Register ``sub`` for live pushes; False when the log is closed (nothing more will come)."""
+        """Register ``sub`` for live pushes; False when nothing more will be pushed to it (the log is
+        closed, or its storage fails: then the subscription is told so)."""
+        if self.write_error is not None:
+            sub._storage_failed(self.last_seq, self.write_error)
+            return False
         if self.closed:
             return False
         self._live.add(sub)
@@ -248,18 +452,41 @@ class Journal:
         self.subscriptions.discard(sub)
 
     def close(self) -> None:
-        """No more appends: live subscribers finish what they have, then end. Closes the store."""
+        """No more appends: live subscribers finish what they have, then end. Closes the store — unless
+        entries still wait for a failing store: then it stays open until :meth:`retry` writes them."""
         if self.closed:
             return
         self.closed = True
-        if self._unstored:
-            # Last chance to persist what a failing store refused.
-            try:
-                self.store.append(self._unstored)
-                self._unstored = []
-            except LogError as exc:
-                self.write_error = str(exc)
+        if self.write_error is not None:
+            # One more try now; the runtime's retry timer keeps trying for a closed log too.
+            self.retry()
         for sub in list(self._live):
             sub._close()
         self._live.clear()
-        self.store.close()
+        if self.write_error is None:
+            self._release_store()
+
+    def abandon(self, *, quiet: bool = False) -> list[Record]:
+        """Give up on the entries still waiting (the runtime is exiting, or a session could not be
+        created): close the store and return them. They were sent to nobody, so their seqs may be
+        reused after a restart. Logged at ERROR unless ``quiet``."""
+        lost, self._pending, self._pending_bytes = self._pending, [], 0
+        self.write_error = None
+        if lost and not quiet:
+            logger.error(
+                "log %s: %d entries (seqs %d-%d) could not be written and are lost; nobody was sent "
+                "them, and a restart folds the log as it is on disk (last seq %d)",
+                self.name,
+                len(lost),
+                lost[0].entry.seq,
+                lost[-1].entry.seq,
+                self.last_seq,
+            )
+        self.closed = True
+        self._release_store()
+        return lost
+
+    def _release_store(self) -> None:
+        if not self._store_released:
+            self._store_released = True
+            self.store.close()

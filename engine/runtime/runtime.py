@@ -17,7 +17,13 @@ the pool and closes the logs, shielded and bounded by ``shutdown_timeout_s``.
 
 Startup never waits on the pool or on recovery: leftover processes of a crashed predecessor are reaped
 from the ledger (quick), then the pool warms and old logs are folded in the background. Until recovery is
-done :meth:`Runtime.readiness` says so, and calls that need a session wait for it.
+done :meth:`Runtime.readiness` says so, and calls that need a session wait for it. Recovery ends every
+turn that has no ``stream.ended`` in its log, whatever earlier recoveries wrote; a log that cannot be read
+back (damaged before its last line) makes that one session answer :class:`SessionDamaged`.
+
+When a log cannot be written (disk full), its entries wait in memory (:mod:`engine.runtime.journal`) and a
+task retries them every ``storage_retry_s``; meanwhile new sessions and turns get
+:class:`StorageUnavailable` and readiness says why, until the backlog is written.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from turnstile.engine.errors import (
     ConfigError,
     LogError,
     RuntimeClosed,
+    SessionDamaged,
     SessionExists,
     SessionNotFound,
+    StorageUnavailable,
     StreamNotFound,
     TurnstileError,
 )
@@ -92,6 +100,7 @@ async def open_runtime(
                 await nursery.start(rt._run_pool)
                 rt.pool.want(rt.config.default_agent)
                 nursery.start_soon(rt._recover)
+                nursery.start_soon(rt._retry_storage)
                 yield rt
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(rt.config.shutdown_timeout_s):
@@ -114,6 +123,7 @@ class Runtime:
             self._repo = FileLogRepository(config.data_dir, fsync=config.fsync)
             try:
                 self._repo.ensure()
+                self._repo.remove_stray_probes()
                 ledger_path = Path(config.data_dir) / "processes.json"
             except LogError as exc:
                 # Not fatal here: readiness reports it, and creating a session raises it.
@@ -128,7 +138,9 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._recovered = trio.Event()
+        #: Session logs that could not be read back at startup (session id -> why): damaged sessions.
         self.recovery_errors: dict[str, str] = {}
+        self._storage_trouble = trio.Event()  # set when a log's storage starts failing
         self._outcomes: Counter[str] = Counter()
         self._timings: deque[tuple[float | None, float | None]] = deque(maxlen=_TIMINGS_KEPT)
         # Histograms over every ended turn (the deque above keeps only recent ones, for percentiles).
@@ -156,12 +168,13 @@ class Runtime:
             validate_session_id(sid)
         except LogError as exc:
             raise ConfigError(str(exc)) from exc
+        self._raise_if_damaged(sid)
         if sid in self._sessions or (self._repo is not None and self._repo.exists(sid)):
             raise SessionExists(
                 f"session {sid!r} already exists; pick another id or use the existing session"
             )
-        store: LogStore = self._repo.open(sid) if self._repo is not None else MemoryLogStore()
-        session = self._new_session(sid, agent, store)
+        self.check_storage()
+        session = self._new_session(sid, agent, self._open_new_log(sid))
         session.journal.append(
             SessionCreated(
                 seq=0,
@@ -172,20 +185,65 @@ class Runtime:
                 pool_key=agent.pool_key(),
             )
         )
+        if session.journal.failing:
+            # Not written: no session. Leave no empty log behind (the id stays free).
+            reason = session.journal.write_error
+            session.journal.abandon(quiet=True)
+            if self._repo is not None:
+                _remove_if_empty(self._repo.path_for(sid))
+            raise StorageUnavailable(
+                f"cannot create session {sid!r}: {reason}; free space in the data directory and retry"
+            )
         self._sessions[sid] = session
         # Shielded (it returns at once): a session is either created and running, or not created at all.
         with trio.CancelScope(shield=True):
             await self._start_session(session, prewarm=self.config.pool_size > 0)
         return session.info()
 
-    def session(self, sid: str) -> Session:
-        """The session with id ``sid``; raises :class:`SessionNotFound`."""
+    def _open_new_log(self, sid: str) -> LogStore:
+        if self._repo is None:
+            return MemoryLogStore()
         try:
-            return self._sessions[sid]
-        except KeyError:
-            raise SessionNotFound(
-                f"no session {sid!r}; list sessions to find it, or create it first"
-            ) from None
+            return self._repo.open(sid)
+        except LogError as exc:
+            raise StorageUnavailable(
+                f"cannot create the log of session {sid!r}: {exc}; check the data directory and retry"
+            ) from exc
+
+    def session(self, sid: str) -> Session:
+        """The session with id ``sid``; raises :class:`SessionNotFound` or :class:`SessionDamaged`."""
+        session = self._sessions.get(sid)
+        if session is not None:
+            return session
+        self._raise_if_damaged(sid)
+        raise SessionNotFound(f"no session {sid!r}; list sessions to find it, or create it first")
+
+    def _raise_if_damaged(self, sid: str) -> None:
+        """Raise :class:`SessionDamaged` if ``sid``'s log could not be read back and is still there."""
+        why = self.recovery_errors.get(sid)
+        if why is None:
+            return
+        if self._repo is not None and not self._repo.path_for(sid).exists():
+            # Moved aside by the operator: the id is free again.
+            del self.recovery_errors[sid]
+            return
+        raise SessionDamaged(
+            f"session {sid!r} exists but its log cannot be read back: {why}. Nothing of the session can be "
+            "shown or continued (the other sessions work); move the file aside (keep it for inspection) to "
+            "free the id, or restore it from a backup and restart the server"
+        )
+
+    def check_storage(self, sid: str | None = None) -> None:
+        """Raise :class:`StorageUnavailable` while a log of this runtime (``sid``'s, or any when None)
+        cannot be written: a new session, turn or live subscription would fail at once."""
+        sessions = [self.session(sid)] if sid is not None else list(self._sessions.values())
+        for session in sessions:
+            if session.journal.failing:
+                raise StorageUnavailable(
+                    f"the log of session {session.id} cannot be written: {session.journal.write_error}; "
+                    f"{session.journal.pending} entries wait in memory and are written first when the "
+                    f"storage works again (retried every {self.config.storage_retry_s:g} s; see /readyz)"
+                )
 
     async def wait_recovered(self) -> None:
         """Wait until the logs found in the data directory at startup are loaded (at once afterwards)."""
@@ -198,8 +256,9 @@ class Runtime:
     async def start_turn(self, sid: str, prompt: str | list[dict[str, Any]]) -> str:
         """Queue a turn; return its stream id. ``turn.requested`` is in the log (durably) on return.
 
-        Raises :class:`SessionNotFound`, :class:`SessionStopped`, :class:`QueueFull`, :class:`LogError`.
-        Cancellation: a cancelled call has not started a turn; a call that started one returns its id.
+        Raises :class:`SessionNotFound`, :class:`SessionDamaged`, :class:`SessionStopped`,
+        :class:`QueueFull`, :class:`StorageUnavailable`. Cancellation: a cancelled call has not started a
+        turn; a call that started one returns its id.
         """
         self._check_open()
         await self._recovered.wait()
@@ -207,6 +266,8 @@ class Runtime:
         # one synchronous step, so a caller never loses a turn it started.
         await trio.lowlevel.checkpoint()
         session = self.session(sid)
+        if session.journal.retry():
+            self.check_storage()  # another log of the data directory fails: the disk is full for all
         stream = session.submit(prompt)
         # turn.requested is durable before the caller hears of the turn: fsync in a worker thread (a slow
         # disk never stalls other streams), shielded so that the accepted turn's id is always returned.
@@ -241,8 +302,10 @@ class Runtime:
         """Subscribe to a session's log after seq ``after``: catch-up from the store, then live.
 
         With ``stream=`` only that stream's entries, ending after its ``stream.ended``. Raises (when
-        entered) :class:`SessionNotFound` / :class:`StreamNotFound`; the iteration raises
-        :class:`engine.errors.Lagged` when the subscriber falls ``subscriber_buffer`` entries behind.
+        entered) :class:`SessionNotFound` / :class:`SessionDamaged` / :class:`StreamNotFound`; the
+        iteration raises :class:`engine.errors.Lagged` when the subscriber falls ``subscriber_buffer``
+        entries behind, and :class:`engine.errors.StorageFailed` (after every written entry) when the
+        log cannot be written.
         """
         return self._subscribe(sid, after, stream)
 
@@ -285,10 +348,23 @@ class Runtime:
         problem = self._cached("agent", lambda: self.launcher.check(self.config.default_agent))
         if problem:
             reasons.append(problem)
-        broken = [s.id for s in self._sessions.values() if s.journal.write_error]
+        broken = [s for s in self._sessions.values() if s.journal.failing]
         if broken:
-            reasons.append(f"{len(broken)} session log(s) cannot be written (e.g. {broken[0]})")
-        return Readiness(ready=not reasons, reasons=reasons, pool=self.pool.status(), recovering=recovering)
+            reasons.append(
+                f"{len(broken)} session log(s) cannot be written (e.g. {broken[0].id}: "
+                f"{broken[0].journal.write_error})"
+            )
+        unsynced = [s for s in self._sessions.values() if s.journal.sync_error]
+        if unsynced:
+            error = unsynced[0].journal.sync_error
+            reasons.append(f"{len(unsynced)} session log(s) cannot be synced: {error}")
+        return Readiness(
+            ready=not reasons,
+            reasons=reasons,
+            pool=self.pool.status(),
+            recovering=recovering,
+            damaged=dict(self.recovery_errors),
+        )
 
     def metrics(self) -> MetricsSnapshot:
         """Counts at this instant: sessions by state, streams by outcome, pool, subscribers, timings."""
@@ -310,6 +386,7 @@ class Runtime:
             turn_timings=self._timing_summary(),
             total_histogram=self._hist_total.snapshot(),
             ttfe_histogram=self._hist_ttfe.snapshot(),
+            damaged_logs=len(self.recovery_errors),
         )
 
     def _cached(self, name: str, check: Callable[[], str | None]) -> str | None:
@@ -342,7 +419,9 @@ class Runtime:
         self, sid: str, agent: AgentConfig, store: LogStore, created_at: float | None = None
     ) -> Session:
         fold = SessionFold(sid)
-        journal = Journal(sid, store)  # fsyncs go to the process-wide default syncer
+        # fsyncs go to the process-wide default syncer
+        journal = Journal(sid, store, backlog_bytes=self.config.storage_backlog_bytes)
+        journal.add_failure_hook(self._on_storage_failed)
         session = Session(
             sid,
             agent,
@@ -383,6 +462,27 @@ class Runtime:
             if session.stop_requested:
                 session.close_log()
 
+    def _on_storage_failed(self, reason: str) -> None:
+        self._storage_trouble.set()
+        self._checks.pop("data_dir", None)  # readiness looks again at once
+
+    async def _retry_storage(self) -> None:
+        """While any log cannot be written, retry its waiting entries every ``storage_retry_s`` — a timer,
+        not the session's next append, so readiness recovers by itself once there is space again."""
+        while True:
+            await self._storage_trouble.wait()
+            self._storage_trouble = trio.Event()
+            while True:
+                await trio.sleep(self.config.storage_retry_s)
+                failing = [s for s in self._sessions.values() if s.journal.failing]
+                if not failing:
+                    break
+                healed = [s for s in failing if s.journal.retry()]
+                if healed:
+                    self._checks.pop("data_dir", None)
+                for session in healed:
+                    await session.journal.flush()  # the backlog's lifecycle entries (a turn's end) too
+
     async def _run_pool(self, task_status: trio.TaskStatus[None]) -> None:
         try:
             await self.pool.run(task_status=task_status)
@@ -401,6 +501,10 @@ class Runtime:
                     except (TurnstileError, OSError, msgspec.MsgspecError) as exc:
                         self.recovery_errors[sid] = str(exc)
                         logger.error("cannot recover session %s: %s", sid, exc)
+                    except Exception as exc:
+                        # Whatever one log holds, it must not keep the server (and the others) down.
+                        self.recovery_errors[sid] = f"cannot read its log back: {type(exc).__name__}: {exc}"
+                        logger.exception("cannot recover session %s", sid)
         finally:
             self._recovered.set()
 
@@ -420,7 +524,11 @@ class Runtime:
 
         agent = self.config.default_agent
         session = self._new_session(sid, agent, store)
-        await session.journal.replay(observe=observe)
+        try:
+            await session.journal.replay(observe=observe)
+        except BaseException:
+            store.close()
+            raise
         if created:
             try:
                 agent = msgspec.convert(created[0].config, AgentConfig)
@@ -437,11 +545,16 @@ class Runtime:
             # A stopped session stays readable; a stream left open by a crash mid-stop still gets its end.
             for stream in open_streams:
                 session._end_stream(stream, "failed", "server restarted")
+            _end_unended(session)
             session.mark_stopped()
             session.close_log()
             return
-        # The fold ends every open stream on this entry; the journal appends their stream.ended at once.
-        session.journal.append(SessionRecovered(seq=0, ts=None, ended=list(open_streams)))
+        # Every turn without a stream.ended in the log ends now: those left open (the fold ends them on
+        # this entry) and those an earlier recovery or the evidence ended but whose terminal entry was
+        # lost (a torn last line cut off by the repair).
+        unended = [v.id for v in session.fold.unended() if v.id not in open_streams]
+        session.journal.append(SessionRecovered(seq=0, ts=None, ended=[*open_streams, *unended]))
+        _end_unended(session)
         if self._closing:
             return
         await self._start_session(session, prewarm=False)
@@ -471,6 +584,9 @@ class Runtime:
                 # Anything a cancelled session did not get to end still ends here (synchronously).
                 session._cancel_all("server shutting down")
                 session.close_log()
+            if session.journal.failing:
+                # The last try failed too: what still waits was sent to nobody, so it may be lost.
+                session.journal.abandon()
 
 
 class _Histogram:
@@ -499,6 +615,23 @@ def _pct(values: list[float], p: int) -> float | None:
         return None
     index = min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))
     return values[index]
+
+
+def _end_unended(session: Session) -> None:
+    """Append a ``stream.ended`` for every turn of a reopened log that has none (recovery)."""
+    journal = session.journal
+    journal.settle()  # streams the evidence ended: their outcome from the fold
+    for stream in [*session.fold.streams, *journal.stream_start]:
+        if stream not in journal.stream_end:
+            session._end_stream(stream, "failed", "server restarted")
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _mtime(path: Path) -> float:

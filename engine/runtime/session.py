@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from turnstile.engine.errors import AgentBinaryNotFound, LogError, QueueFull, SpawnError, StreamNotFound
+from turnstile.engine.errors import (
+    AgentBinaryNotFound,
+    QueueFull,
+    SpawnError,
+    StorageUnavailable,
+    StreamNotFound,
+)
 from turnstile.engine.errors import SessionStopped as SessionStoppedError
 from turnstile.engine.fold import SessionFold, StreamView
 from turnstile.engine.framing import Frame, LineFramer
@@ -201,7 +207,9 @@ class Session:
         #: The CLI session id whose ``--resume`` failed; later turns start a new conversation.
         self.resume_failed: str | None = None
         self._ended_events: dict[str, trio.Event] = {}
-        journal.add_listener(self._on_records)
+        # Folded, not written: the turn runner must see its stream end even while the log cannot be written.
+        journal.add_folded_hook(self._on_records)
+        journal.add_failure_hook(self._on_storage_failed)
 
     # --- what the runtime and APIs read ----------------------------------------------------------------
 
@@ -289,14 +297,15 @@ class Session:
     def submit(self, prompt: str | list[dict[str, Any]]) -> str:
         """Accept a turn: append ``turn.requested`` (durable before returning) and queue it.
 
-        Raises :class:`SessionStopped`, :class:`QueueFull`, or :class:`LogError` when the log cannot be
-        written (no turn is accepted then).
+        Raises :class:`SessionStopped`, :class:`QueueFull`, or :class:`StorageUnavailable` when the log
+        cannot be written (no turn is accepted then).
         """
         if self.stopped:
             raise SessionStoppedError(f"session {self.id} is stopped; create a new session for more turns")
         if not self.journal.retry():
-            raise LogError(
-                f"session {self.id} cannot write its log ({self.journal.write_error}); no turn taken"
+            raise StorageUnavailable(
+                f"session {self.id} cannot write its log ({self.journal.write_error}); no turn taken: "
+                "retry when the storage works again (see /readyz)"
             )
         if (self._queue or self._active is not None) and len(self._queue) >= self._config.max_queued_turns:
             raise QueueFull(
@@ -305,11 +314,12 @@ class Session:
             )
         stream = self._new_stream_id()
         self.journal.append(TurnRequested(seq=0, ts=None, stream=stream, prompt=prompt))
-        if self.journal.write_error:
-            # The entry is kept in memory and will be retried, but it is not durable: refuse the turn.
-            self._end_stream(stream, "failed", f"the log could not be written: {self.journal.write_error}")
-            raise LogError(
-                f"session {self.id} cannot write its log ({self.journal.write_error}); no turn taken"
+        if self.journal.failing:
+            # Not written, so not taken: its request and end wait in memory with the rest of the episode.
+            self._end_stream(stream, "failed", f"storage failed: {self.journal.write_error}")
+            raise StorageUnavailable(
+                f"session {self.id} cannot write its log ({self.journal.write_error}); no turn taken: "
+                "retry when the storage works again (see /readyz)"
             )
         self._queue.append(_Turn(stream, prompt))
         self._wake_runner()
@@ -849,6 +859,33 @@ class Session:
                 ev = self._ended_events.pop(entry.stream, None)
                 if ev is not None:
                     ev.set()
+
+    def _on_storage_failed(self, reason: str) -> None:
+        """The log cannot be written (journal failure hook): nothing a turn does can be logged or sent.
+
+        Every queued and running turn ends ``failed`` with the reason (its ``stream.ended`` waits in
+        memory and is written first when the storage works again), and the agent process is retired —
+        its output meanwhile is kept in memory within the journal's bound, never dropped silently.
+        """
+        why = f"storage failed: {reason}; the turn was ended because its output could not be written"
+        while self._queue:
+            self._end_stream(self._queue.popleft().id, "failed", why)
+        turn = self._active
+        if turn is not None:
+            turn.cancel_reason = why
+            self._end_stream(turn.id, "failed", why)
+            turn.scope.cancel()
+        slot = self._slot
+        if slot is not None and not slot.exited.is_set() and not slot.doomed:
+            slot.doomed = "retired: the log cannot be written (storage failed)"
+            if (turn is None or turn.slot is not slot) and self._nursery is not None:
+                # No turn will retire it afterwards: do it now (a running turn's _after_turn does it).
+                self._nursery.start_soon(self._retire_doomed, slot)
+
+    async def _retire_doomed(self, slot: _Slot) -> None:
+        async with self._proc_lock:
+            if slot.doomed:
+                await self._retire(slot, slot.doomed, graceful=False)
 
     def _reason_for(self, view: StreamView, outcome: Outcome, reason: str) -> str:
         """Say plainly when a failure is a failed ``--resume`` (and start afresh next turn)."""

@@ -14,6 +14,11 @@ the last seq it received; it resubscribes from there and catches up from the log
 With ``stream=`` only that stream's entries are delivered, and the iteration ends right after the stream's
 ``stream.ended`` entry — also when the stream ended long ago (history, terminal entry, end). A session-wide
 subscription ends when the log closes (session stopped, runtime shut down), after everything logged.
+
+Only written entries are delivered (:mod:`engine.runtime.journal`). When the log's storage fails, a live
+subscription delivers what it has and then raises :class:`engine.errors.StorageFailed` (the last written
+seq and why) instead of waiting for entries that cannot come; so does one that catches up while the storage
+still fails. Resubscribe after that seq once the storage works again.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 
 import trio
 
-from turnstile.engine.errors import Lagged
+from turnstile.engine.errors import Lagged, StorageFailed
 from turnstile.engine.log import Record, StreamEnded
 from turnstile.engine.runtime.journal import Journal
 
@@ -52,6 +57,7 @@ class Subscription:
         self._lagged = False
         self._poked = False
         self._closed = False  # the log will push nothing more
+        self._failed: StorageFailed | None = None  # the log's storage failed: end with this
         self._done = False  # the iteration is over
         #: The seq of the last entry delivered (or skipped by the stream filter) — the resume point.
         self.last_seq = max(after, 0)
@@ -101,6 +107,9 @@ class Subscription:
             elif self._lagged:
                 self._finish()
                 raise Lagged(self.last_seq)
+            elif self._failed is not None:
+                self._finish()
+                raise self._failed
             elif self._closed:
                 self._finish()
                 raise StopAsyncIteration
@@ -171,6 +180,15 @@ class Subscription:
             self._journal._drop(self)
         else:
             self._buf.extend(records)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _storage_failed(self, last_seq: int, reason: str) -> None:
+        """The log cannot be written: nothing more will be pushed. Deliver what is buffered, then end."""
+        if self._done or self._lagged:
+            return
+        # Everything written up to last_seq was pushed or read: resuming after it loses nothing.
+        self._failed = StorageFailed(max(last_seq, self.last_seq), reason, self.stream)
         if self._wake is not None:
             self._wake.set()
 

@@ -16,10 +16,12 @@ line is not a crash artefact and raises :class:`engine.errors.LogCorrupted` with
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
@@ -38,8 +40,13 @@ _LIFECYCLE_KINDS: Final = frozenset(
     {"turn.requested", "stream.ended", "process.spawned", "process.exited", "session.created"}
     | {"session.stopped", "session.recovered", "log.repaired"}
 )
-_SESSION_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Used with fullmatch: a `$` would also match before a trailing newline ("nl\n" would pass).
+_SESSION_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_PROBE_PREFIX: Final = ".write-probe"
 _READ_CHUNK: Final = 1 << 20
+# A line that is not an entry. RecursionError: JSON nested deeper than the decoder goes (a hand-edited or
+# corrupted line; the runtime never writes one) — damaged like any other, never an exception of its own.
+_UNREADABLE: Final = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 class FileLogStore:
@@ -224,7 +231,7 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
             line_no += 1
             try:
                 entry = decode_entry(line)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            except _UNREADABLE as exc:
                 # Damage on a line that has a newline after it. It is a torn tail only if nothing
                 # but whitespace follows it; otherwise the file was damaged in the middle.
                 rest = b"\n".join(lines[index + 1 :]) + b"\n" + pending + _read_rest(fd)
@@ -245,7 +252,7 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
         # add the newline) or a torn line (cut it off).
         try:
             entry = decode_entry(pending)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        except _UNREADABLE:
             return offsets, pos, pending
         if entry.seq != len(offsets) + 1:
             return offsets, pos, pending
@@ -258,7 +265,7 @@ def _scan(fd: int, path: Path) -> tuple[list[int], int, bytes | None]:
 def validate_session_id(session_id: str) -> str:
     """Return ``session_id`` if it is safe as a file name (1-128 of letters, digits, ``_-.``, not starting
     with ``.``/``-``/``_``); raise :class:`LogError` otherwise."""
-    if not _SESSION_ID.match(session_id):
+    if not _SESSION_ID.fullmatch(session_id):
         raise LogError(
             f"invalid session id {session_id!r}: use 1-128 letters, digits, '_', '-' and '.', "
             "starting with a letter or digit"
@@ -305,12 +312,50 @@ class FileLogRepository:
         return [p.stem for p in files]
 
     def writable(self) -> str | None:
-        """None when the directory accepts writes, else the reason (for readiness checks)."""
+        """None when the directory accepts writes, else the reason (for readiness checks).
+
+        The probe writes a byte to a file that has no name (``O_TMPFILE``) where the file system allows
+        it, so nothing is left behind even by a crash; elsewhere to a uniquely named file removed in a
+        ``finally`` (:meth:`remove_stray_probes` cleans up after a crash at that instant).
+        """
         try:
             self.ensure()
-            probe = self.sessions_dir / ".write-probe"
-            probe.write_bytes(b"ok")
-            probe.unlink()
+            _probe(self.sessions_dir)
         except (OSError, LogError) as exc:
-            return f"data directory {self.sessions_dir} is not writable: {exc}"
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return f"data directory {self.sessions_dir} is not writable: {detail}"
         return None
+
+    def remove_stray_probes(self) -> None:
+        """Remove write probes a crashed process left behind (older versions used a fixed name)."""
+        with contextlib.suppress(OSError):
+            for path in self.sessions_dir.glob(_PROBE_PREFIX + "*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _probe(directory: Path) -> None:
+    """Write one byte to a new file in ``directory``, leaving nothing behind; raise OSError when it fails."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            fd = os.open(directory, tmpfile | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+        else:
+            try:
+                _write_all(fd, b"\0")
+            finally:
+                os.close(fd)
+            return
+    path = directory / f"{_PROBE_PREFIX}-{os.getpid()}-{uuid.uuid4().hex}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, b"\0")
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -163,10 +163,21 @@ def test_repository_lists_and_validates_ids(tmp_path: Path) -> None:
     with repo.open("s_2"):
         pass
     assert set(repo.list_ids()) == {"s-1", "s_2"} and repo.exists("s-1")
-    for bad in ["../etc", "a/b", "", ".hidden"]:
+    for bad in ["../etc", "a/b", "", ".hidden", "nl\n", "nl\r\n", "a\nb", "x" * 129]:
         with pytest.raises(LogError, match="invalid session id"):
             repo.path_for(bad)
         assert not repo.exists(bad)
+    assert repo.path_for("x" * 128).name == "x" * 128 + ".ndjson"
+
+
+def test_the_writability_probe_leaves_nothing_behind(tmp_path: Path) -> None:
+    repo = FileLogRepository(tmp_path / "data")
+    (repo.sessions_dir).mkdir(parents=True)
+    (repo.sessions_dir / ".write-probe").write_bytes(b"ok")  # left by an older version's crash
+    repo.remove_stray_probes()
+    for _ in range(3):
+        assert repo.writable() is None
+    assert list(repo.sessions_dir.iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -5,6 +5,10 @@ what it received (seq, event name, the entry's JSON) and *never* silently drops 
 or a gap is a finding. Readers resume like a browser does — ``Last-Event-ID`` for SSE, ``after`` for the
 WebSocket — when the connection ends without the terminal entry or the server goes away, until a
 deadline (every wait is bounded).
+
+When the log cannot be written the server ends a live stream with a storage-failed notice (SSE: a
+seq-less ``storage.failed`` event; WebSocket: an ``end`` frame with ``storage_failed``) and answers 503
+``storage_unavailable`` until it can: readers keep the notices, count the 503s and go on resuming.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Received:
     errors: list[str] = field(default_factory=list)
     terminal: dict[str, Any] | None = None
     dropped_by_server: int = 0  # responses that ended without the terminal entry
+    notices: list[dict[str, Any]] = field(default_factory=list)  # storage-failed notices received
+    unavailable: int = 0  # (re)connects answered 503 storage_unavailable
 
     def add(self, seq: int, event: str, data: dict[str, Any]) -> None:
         self.seqs.append(seq)
@@ -120,10 +126,17 @@ async def read_sse(
                     return rec
                 if status != 200:
                     body = (await es.response.aread())[:300]
-                    rec.errors.append(f"status {status} on (re)connect: {body!r}")
+                    if status == 503 and b'"storage_unavailable"' in body:
+                        rec.unavailable += 1  # the log cannot be written yet: resume later
+                    else:
+                        rec.errors.append(f"status {status} on (re)connect: {body!r}")
                     await trio.sleep(RETRY_S)
                     continue
                 async for ev in es.aiter_sse():
+                    if ev.event == "storage.failed":
+                        # Seq-less: the response ends after it; resume from the last id received.
+                        rec.notices.append(json.loads(ev.data))
+                        continue
                     if not ev.id or not ev.data:
                         # httpx-sse reports a heartbeat comment's blank line as an event carrying the
                         # previous id and no data; the SSE standard dispatches nothing for it.
@@ -199,6 +212,9 @@ async def read_ws(
                         return rec
                     if frame.get("type") == "ack":
                         continue
+                    if frame.get("type") == "end" and frame.get("storage_failed"):
+                        rec.notices.append(frame)  # the log cannot be written: resubscribe later
+                        break
                     if frame.get("type") == "end":
                         if rec.terminal is None:
                             rec.errors.append(f"ws end before the terminal entry: {frame}")

@@ -157,7 +157,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("server_sigterm", "server SIGTERMed mid-turn (graceful shutdown)", "hang=mid",
           expect=("cancelled",), reason="server shutting down", mode="sigterm"),
     Fault("disk_full", "data directory full mid-turn (512 KiB tmpfs filled up), turns interrupted",
-          "hang=mid", expect=("cancelled",), interrupt=True, mode="disk_full"),
+          "hang=mid", expect=("failed", "cancelled"), interrupt=True, mode="disk_full"),
     Fault("read_only", "data directory read-only at start (tmpfs mounted `ro`), then writable",
           "hang=mid", expect=("cancelled",), interrupt=True, mode="read_only"),
 )  # fmt: skip
@@ -759,9 +759,12 @@ async def _cell_storage(run: _Run, pool_size: int, tmp: Path) -> None:
     """Storage faults on a tmpfs data directory.
 
     ``disk_full``: the file system fills up while every turn hangs mid-stream; a turn asked for then is
-    refused (503 ``storage_unavailable``), readiness says so, the session reports its ``log_error``; the
-    hanging turns are interrupted — live readers still get every entry (the journal keeps what the store
-    refused, in order); once there is space again the backlog is stored and the same sessions go on.
+    refused (503 ``storage_unavailable``), readiness says so, the session whose append failed reports its
+    ``log_error`` and its turn ends ``failed`` ("storage failed"): its live readers are told at once (a
+    notice, then 503 until there is space) and nothing unwritten is sent. The hanging turns are
+    interrupted: ``cancelled`` where the small appends still fit in the slack of the log's last page,
+    else ``failed`` ("storage failed") too. Once there is space again the backlog is stored first, the
+    readers resume and get the real terminal entries, and the same sessions go on.
     ``read_only``: the server starts on a read-only data directory (a tmpfs cannot be remounted read-only
     while logs are open for writing: the kernel answers EBUSY); it must say so and refuse sessions with
     503 until the directory is writable again, then work normally.
@@ -794,9 +797,12 @@ async def _cell_storage(run: _Run, pool_size: int, tmp: Path) -> None:
                     await run.wait_ended(c)
                 finally:
                     filler.unlink()
+                await _wait_ready(run, c)  # by itself: the backlog is retried on a timer
 
             await _drive(run, live, action)
             async with live.client() as c:
+                if fault.mode == "disk_full":
+                    await _check_storage_failed(run, c)
                 await run.check(c)
                 await run.still_works(c)
                 for role, s in run.sessions.items():
@@ -851,19 +857,45 @@ async def _wait_ready(run: _Run, c: httpx.AsyncClient, limit_s: float = 10.0) ->
 
 
 async def _check_disk_full(run: _Run, c: httpx.AsyncClient) -> None:
+    reported = False
     for s in run.sessions.values():
         r = await c.post(f"/v1/sessions/{s.sid}/turns", json={"prompt": _BIG_PROMPT})
         if (r.status_code, _error_code(r)) != (503, "storage_unavailable"):
             run.problem("*", f"{s.role}: a turn while the disk is full got {r.status_code} {r.text[:300]}")
         info = (await c.get(f"/v1/sessions/{s.sid}")).json()
-        if not info.get("log_error"):
-            run.problem("*", f"{s.role}: the session does not report its log error")
+        reported = reported or bool(info.get("log_error"))
+    if not reported:
+        run.problem("*", "no session reports the log error that refused the turn")
+    r = await c.post("/v1/sessions")
+    if (r.status_code, _error_code(r)) != (503, "storage_unavailable"):
+        run.problem("*", f"a session while the disk is full got {r.status_code} {r.text[:300]}")
     r = await c.get("/readyz")
     if r.status_code != 503:
         run.problem("*", f"readyz answered {r.status_code} with the disk full: {r.text[:300]}")
     r = await c.get("/healthz")
     if r.status_code != 200:
         run.problem("*", f"healthz answered {r.status_code} with the disk full")
+
+
+async def _check_storage_failed(run: _Run, c: httpx.AsyncClient) -> None:
+    """A turn whose log could not be written ended "storage failed" (at least the one that took the big
+    prompt's refusal), the others by their interrupt; the readers of a failed log were all told (a
+    notice, or 503 on resuming) — the stalled one excepted: its server may have dropped it meanwhile."""
+    failed = 0
+    for s in run.sessions.values():
+        assert s.tid is not None
+        turn = (await c.get(f"/v1/sessions/{s.sid}/turns/{s.tid}")).json()
+        storage = turn.get("outcome") == "failed" and "storage failed" in (turn.get("reason") or "")
+        if not storage and turn.get("outcome") != "cancelled":
+            run.problem("*", f"{s.role}: ended {turn.get('outcome')}/{turn.get('reason')!r}")
+        if not storage:
+            continue
+        failed += 1
+        for name, rec in s.readers.items():
+            if name != "sse-stall" and not rec.notices and not rec.unavailable:
+                run.problem(s.reader_kind[name], f"{rec.name}: never told that the storage failed")
+    if not failed:
+        run.problem("*", "no turn ended 'storage failed' although a log could not be written")
 
 
 def summary_rows(results: list[CellResult]) -> list[tuple[str, dict[int, str]]]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.runtime.conftest import run_turn
-from turnstile.engine.errors import Lagged, LogError
+from turnstile.engine.errors import Lagged, LogError, StorageFailed, StorageUnavailable
 from turnstile.engine.log import Record, Stderr, StreamEnded, TurnRequested
 from turnstile.engine.runtime import Runtime
 from turnstile.engine.runtime.journal import Journal
@@ -200,24 +200,36 @@ class _FlakyStore(MemoryLogStore):
         super().append(records)
 
 
-async def test_a_failing_store_keeps_the_sequence_and_catches_up_when_it_heals() -> None:
+async def test_a_failing_store_sends_nothing_unwritten_and_writes_the_backlog_first() -> None:
     store = _FlakyStore()
     journal = Journal("flaky", store)
+    heard: list[int] = []
+    journal.add_listener(lambda records: heard.extend(r.entry.seq for r in records))
     _note(journal, 3)
     live = Subscription(journal, buffer=1000)
     assert [r.entry.seq for r in await live.__anext__()] == [1, 2, 3]
     store.failing = True
     _note(journal, 4)
-    assert journal.write_error is not None and store.last_seq == 3
-    # live subscribers and catch-up readers still see every entry, in order
-    assert [r.entry.seq for r in await live.__anext__()] == [4, 5, 6, 7]
+    assert journal.failing and store.last_seq == 3 and journal.last_seq == 3 and journal.pending == 4
+    # The live subscriber is told at once (it would otherwise wait for entries that cannot come) ...
+    with pytest.raises(StorageFailed) as failed:
+        await live.__anext__()
+    assert failed.value.last_seq == 3 and "disk full (test)" in failed.value.reason
+    # ... and a new one gets what is written, then the same; nobody has seen seqs 4-7, listeners neither.
     late: list[int] = []
+    with pytest.raises(StorageFailed):
+        await _drain(Subscription(journal), late)
+    assert late == [1, 2, 3] and heard == [1, 2, 3]
+    assert [r.entry.seq for r in journal.read(0, 100)] == [1, 2, 3]
+    _note(journal, 1)  # appended while failing: waits behind the others, in order
+    assert not journal.retry() and store.last_seq == 3
     store.failing = False
-    _note(journal, 1)
-    assert journal.write_error is None and store.last_seq == 8
+    assert journal.retry() and not journal.failing and journal.write_error is None
+    assert store.last_seq == 8 and heard == list(range(1, 9))
     journal.close()
-    await _drain(Subscription(journal), late)
-    assert late == list(range(1, 9))
+    again: list[int] = []
+    await _drain(Subscription(journal, after=3), again)
+    assert again == list(range(4, 9))
 
 
 async def test_a_session_whose_log_fails_refuses_turns_and_is_not_ready(scripted_rt: Runtime) -> None:
@@ -227,12 +239,14 @@ async def test_a_session_whose_log_fails_refuses_turns_and_is_not_ready(scripted
     flaky.append(list(journal.store.read(0)))
     journal.store = flaky
     flaky.failing = True
-    with pytest.raises(LogError):
+    with pytest.raises(StorageUnavailable):
         await scripted_rt.start_turn(info.id, "x")
     ready = scripted_rt.readiness()
     assert not ready.ready and any("cannot be written" in r for r in ready.reasons)
+    with pytest.raises(StorageUnavailable):
+        await scripted_rt.create_session()
     flaky.failing = False  # the disk has room again: the next turn stores the backlog first
     _, entries = await run_turn(scripted_rt, info.id, "z")
     assert isinstance(entries[-1], StreamEnded) and entries[-1].outcome == "completed"
-    assert [r.entry.seq for r in flaky.read(0)] == list(range(1, journal.last_seq + 1))
+    assert [r.entry.seq for r in flaky.read(0)] == list(range(1, journal.next_seq))
     assert scripted_rt.readiness().ready
