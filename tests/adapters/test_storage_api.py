@@ -181,10 +181,10 @@ async def test_a_log_damaged_mid_file_is_one_truth_on_every_endpoint(tmp_path: P
             assert (await c.get("/v1/sessions/good")).status_code == 200
             ready = await c.get("/readyz")
             assert ready.status_code == 200 and "bad.ndjson:3" in ready.json()["damaged"]["bad"]
-            assert "turnstile_damaged_logs 1" in (await c.get("/metrics")).text.splitlines()
+            assert "turnstile_damaged_logs 1.0" in (await c.get("/metrics")).text.splitlines()
             # Moved aside by the operator: the id is free again.
             shutil.move(path, tmp_path / "bad.ndjson.damaged")
             assert _code(await c.get("/v1/sessions/bad")) == (404, "session_not_found")
             assert (await c.post("/v1/sessions", json={"session_id": "bad"})).status_code == 201
-            assert "turnstile_damaged_logs 0" in (await c.get("/metrics")).text.splitlines()
+            assert "turnstile_damaged_logs 0.0" in (await c.get("/metrics")).text.splitlines()
         nursery.cancel_scope.cancel()
