@@ -66,8 +66,11 @@ def test_send_stream_reload_mid_turn_and_resume(
     server: Server = server_factory(sim_speed=0.1)
     page: Page = page_factory()
     chat = f"browser-{version}"
-    open_page(page, server, bundles[version], chat)
-    expect(page.locator("#status")).to_have_text("ready", timeout=LONG)  # resume on load: 204, stays ready
+    stream_url = f"{server.url}/v1/chat/{chat}/stream"
+    with page.expect_response(stream_url, timeout=LONG) as resumed:
+        open_page(page, server, bundles[version], chat)  # a new chat: nothing to resume
+    assert resumed.value.status == 204
+    expect(page.locator("#status")).to_have_text("ready", timeout=LONG)
 
     # Send a prompt; the answer streams in (visible while the status is "streaming").
     page.locator("#prompt").fill(SLOW_PROMPT)
@@ -83,20 +86,21 @@ def test_send_stream_reload_mid_turn_and_resume(
     assert WORDS.startswith(partial) and partial != WORDS
 
     # Reload mid-turn: the history shows the partial answer, and the page resumes it to the end.
-    page.reload()
+    with page.expect_response(stream_url, timeout=LONG) as resumed:
+        page.reload()
+    assert resumed.value.status == 200  # a running turn to resume
     expect(page.locator(".message[data-role=assistant] .text")).to_have_text(WORDS, timeout=LONG)
     expect(page.locator("#status")).to_have_text("ready", timeout=LONG)
     expect(page.locator(".message[data-role=assistant]")).to_have_count(1)  # replaced, not duplicated
     expect(page.locator(".message[data-role=user]")).to_have_count(1)
     expect(page.locator(".timing")).to_contain_text("completed")
-    streams = [(s, u) for s, u in page.watch.responses if u.endswith(f"/v1/chat/{chat}/stream")]
-    assert (200, f"{server.url}/v1/chat/{chat}/stream") in streams  # it did resume a running turn
 
     # Once more after the end: the whole chat from the log, nothing to resume.
-    page.reload()
+    with page.expect_response(stream_url, timeout=LONG) as resumed:
+        page.reload()
+    assert resumed.value.status == 204
     expect(page.locator(".message[data-role=assistant] .text")).to_have_text(WORDS, timeout=LONG)
     expect(page.locator("#status")).to_have_text("ready", timeout=LONG)
-    last_stream = [s for s, u in page.watch.responses if u.endswith(f"/v1/chat/{chat}/stream")][-1]
-    assert last_stream == 204
+    expect(page.locator(".message[data-role=assistant]")).to_have_count(1)
     assert page.watch.errors == [] and page.watch.server_errors() == []
     assert page.locator("#error").is_hidden()

@@ -133,7 +133,8 @@ async function send() {
     onChunk: (_chunk, n) => {
       if (job.listen && n === 1) listening = resume();
       if (job.stopAfter != null && n === job.stopAfter) {
-        stopping = fetch(`${job.api}/${encodeURIComponent(job.chatId)}/stop`, { method: "POST" }).then(
+        const stop = { method: "POST", headers: { "content-type": "application/json" }, body: "{}" };
+        stopping = fetch(`${job.api}/${encodeURIComponent(job.chatId)}/stop`, stop).then(
           async (r) => ({ status: r.status, body: await r.json() }),
         );
       }

@@ -103,7 +103,11 @@ async function main() {
   });
   document.getElementById("stop").addEventListener("click", () => {
     chat.stop(); // ends this page's request only...
-    fetch(`${API}/${encodeURIComponent(id)}/stop`, { method: "POST" }); // ...this stops the agent
+    fetch(`${API}/${encodeURIComponent(id)}/stop`, { // ...this stops the agent
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
   });
 }
 
