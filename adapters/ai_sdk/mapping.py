@@ -189,8 +189,10 @@ class TurnMapper:
             if view.parent_tool_use_id is None:
                 self._event(view, out)
         elif isinstance(view, AssistantMessage):
-            # An API error's synthetic message: its text is the reason the `error` chunk carries.
-            if view.parent_tool_use_id is None and view.error is None:
+            # An API error's synthetic message: its text is the reason the `error` chunk carries. (A real
+            # message may carry an error too, e.g. max_output_tokens: its content is shown.)
+            synthetic_error = view.error is not None and view.message.model == "<synthetic>"
+            if view.parent_tool_use_id is None and not synthetic_error:
                 self._assistant(view, out)
         elif isinstance(view, UserMessage):
             if view.parent_tool_use_id is None and isinstance(view.message.content, list):

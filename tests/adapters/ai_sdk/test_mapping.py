@@ -286,3 +286,21 @@ def test_the_mapping_modules_do_no_io(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "", f"turnstile.adapters.ai_sdk.{module} loads {out.stdout.strip()}"
+
+
+def test_a_real_message_that_carries_an_error_is_still_shown() -> None:
+    mapper = TurnMapper("t1")
+    mapper.feed(TurnRequested(seq=1, ts=None, stream="t1", prompt="x"))
+    cut = {
+        "type": "assistant",
+        "message": {
+            "id": "m1",
+            "model": "claude-x",
+            "role": "assistant",
+            "content": [{"type": "text", "text": "half"}],
+        },
+        "parent_tool_use_id": None,
+        "error": "max_output_tokens",
+    }
+    kinds = [as_json(c)["type"] for c in mapper.feed(cli(2, cut))]
+    assert kinds == ["start-step", "text-start", "text-delta", "text-end"]

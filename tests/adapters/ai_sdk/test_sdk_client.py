@@ -115,7 +115,7 @@ async def test_resume_after_a_dropped_connection(js: Path, server: Server, versi
         js, job(server, version, "chat-r", text=f"go {SLOW}", dropAfter=8, resume=True, listen=True)
     )
     first, resumed, listener = result["first"], result["resumed"], result["listener"]
-    assert first["dropped"] and first["count"] == 8
+    assert first["dropped"] and first["count"] >= 8  # chunks already on their way may still arrive
     assert first["message"]["parts"][-1]["type"] == "text"  # mid-answer when dropped
     post, get = result["bodies"]
     assert (post["method"], get["method"], get["status"]) == ("POST", "GET", 200)
