@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from turnstile.adapters import views
+from turnstile.adapters.ai_sdk.routes import chat_routes
 from turnstile.adapters.bodies import decode_json, read_body
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import ApiError, error_body, status_for
@@ -94,6 +95,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None, *, guard: b
         Route("/v1/sessions/{sid}/turns/{tid}/events", api.turn_events, methods=["GET"]),
         Route("/v1/sessions/{sid}/turns/{tid}/interrupt", api.interrupt, methods=["POST"]),
         Route("/", api.console, methods=["GET"]),
+        *chat_routes(runtime, config),  # the Vercel AI SDK's chat protocol at /v1/chat (docs/ai-sdk.md)
     ]
     if CONSOLE_DIR.is_dir():
         routes.append(Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"))

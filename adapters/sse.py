@@ -112,8 +112,13 @@ async def stream_sse(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     status: int = 200,
     on_lag: Callable[[], None] | None = None,
+    encode: Callable[[Record], bytes] = format_record,
+    trailer: bytes = b"",
 ) -> None:
     """Send an SSE response of everything after ``after``, live, until the source's last record.
+
+    ``encode`` turns a record into its SSE bytes (:func:`format_record` by default; another protocol may
+    map a record to several events or to none, ``b""``). ``trailer`` is sent once the last record was.
 
     Cancellation: the response simply ends (the client reconnects with ``Last-Event-ID``); nothing in
     the log or the runtime depends on this response finishing.
@@ -139,6 +144,7 @@ async def stream_sse(
         retry_line = b"retry: %d\n" % retry_ms
         last = after
         done = False
+        ended = False  # the last record went out, or the source ended (not: the client left)
         while not done:
             try:
                 async with source.subscribe(last) as sub:
@@ -154,10 +160,12 @@ async def stream_sse(
                         for rec in batch:
                             if rec.entry.seq <= last:
                                 continue  # never a duplicate, whatever a resubscription replays
-                            chunk.append(format_record(rec))
+                            event = encode(rec)
+                            if event:
+                                chunk.append(event)
                             last = rec.entry.seq
                             if source.is_last(rec):
-                                done = True
+                                done = ended = True
                                 break
                         if chunk and retry_line:
                             chunk[0] = retry_line + chunk[0]
@@ -167,7 +175,7 @@ async def stream_sse(
                         if done:
                             break
                     else:
-                        done = True  # the source ended (a session stream whose log closed)
+                        done = ended = True  # the source ended (a session stream whose log closed)
             except source.lagged:
                 # Fell behind the live buffer: the log is the buffer, so just read on from `last`.
                 if on_lag is not None:
@@ -179,6 +187,8 @@ async def stream_sse(
                 done = True
             finally:
                 out.poke = None
+        if ended and trailer:
+            await out.body(trailer)
         await out.send({"type": "http.response.body", "body": b"", "more_body": False})
         nursery.cancel_scope.cancel()
 
