@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from turnstile.engine.agents.claude import (
-    claude_argv,
     bundled_claude_binary,
+    claude_argv,
     find_claude_binary,
     interrupt_line,
     locate_claude_binary,
