@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean docs
+.PHONY: demo test lint typecheck unit bench clean docs clis
 
 SERVE_STAMP := $(VENV)/.serve-stamp
 
@@ -35,6 +35,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The Claude Code CLI versions of the compatibility matrix (docs/compatibility.md), fetched from the npm
+# registry into ~/.cache/turnstile/cli. Never fails: a version that cannot be fetched is skipped by the tests.
+clis: $(STAMP)
+	$(BIN)/python -m tests.compat.versions
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,claude,bench]'

@@ -45,6 +45,7 @@ __all__ = ["check_agent", "skipped_report"]
 _START_S: Final = 30.0  # a cold cli.js start on a loaded 2-core machine takes seconds
 _TURN_S: Final = 30.0
 _ACK_S: Final = 5.0
+_CLOSE_S: Final = 5.0
 _STDERR_KEEP: Final = 4000
 
 
@@ -121,14 +122,19 @@ async def _spawn(
     nursery.start_soon(cli.drain_stderr)
     try:
         yield cli
-    finally:
-        with trio.CancelScope(shield=True):
-            await proc.close_stdin()
-            with trio.move_on_after(5):
-                await proc.wait()
+    except BaseException:
+        with trio.CancelScope(shield=True):  # cut short (deadline, cancellation): no grace
             proc.signal(signal.SIGKILL)
             await proc.wait()
             await proc.aclose()
+        raise
+    with trio.CancelScope(shield=True):
+        await proc.close_stdin()  # the CLI exits at stdin EOF (and writes its session file first)
+        with trio.move_on_after(_CLOSE_S):
+            await proc.wait()
+        proc.signal(signal.SIGKILL)
+        await proc.wait()
+        await proc.aclose()
 
 
 def _is_response(request_id: str) -> Callable[[dict[str, Any]], bool]:
@@ -312,13 +318,24 @@ class _Probe:
 
     async def _interrupt(self, cli: _Cli) -> None:
         await cli.send(user_input(f"{SLOW} keep talking."))
-        started = await cli.until(lambda m: _is_delta(m) or m.get("type") == "assistant", _TURN_S)
+        started = await cli.until(lambda m: _is_delta(m) or m.get("type") in ("assistant", "result"), _TURN_S)
         if started is None:
             self.put("interrupt", None, f"not checked: the slow turn printed nothing in {_TURN_S:g} s")
             return
+        if _is_result(started) or any(_is_result(m) for m in cli.pending):
+            self.put("interrupt", None, "not checked: the slow turn ended before it could be interrupted")
+            return
         t0 = trio.current_time()
         await cli.send(interrupt_request("turnstile_doctor_interrupt"))
-        ack = await cli.until(_is_response("turnstile_doctor_interrupt"), _ACK_S)
+        ack: dict[str, Any] | None = None
+        result: dict[str, Any] | None = None
+        with trio.move_on_after(_ACK_S):
+            while ack is None:
+                msg = await cli.next()
+                if _is_response("turnstile_doctor_interrupt")(msg):
+                    ack = msg
+                elif _is_result(msg):
+                    result = msg  # the turn may end before its acknowledgement is read
         ok, said = _answer(ack)
         if ok is None:
             self.put(
@@ -329,7 +346,8 @@ class _Probe:
             self.put("interrupt", False, f"the CLI refused it: {said}")
             return
         ack_ms = (trio.current_time() - t0) * 1000
-        result = await cli.until(_is_result, _TURN_S)
+        if result is None:
+            result = await cli.until(_is_result, _TURN_S)
         if result is None:
             self.put(
                 "interrupt", False, f"acknowledged ({said}) but the turn did not end within {_TURN_S:g} s"

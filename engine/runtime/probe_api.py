@@ -181,12 +181,13 @@ class ProbeAPI:
 
 
 def _text(text: str, pieces: int) -> tuple[dict[str, Any], list[str]]:
-    words = text.split(" ")
+    """A text block and its deltas: ``pieces`` runs of whole words (fewer if there are fewer words)."""
+    words = text.split()
     if pieces <= 1 or len(words) <= 1:
-        return {"type": "text", "text": text}, [text]
-    size = max(1, len(words) // pieces)
-    parts = [" ".join(words[i : i + size]) + " " for i in range(0, len(words), size)]
-    parts[-1] = parts[-1].rstrip(" ")
+        return {"type": "text", "text": text.strip()}, [text.strip()]
+    size = -(-len(words) // pieces)  # ceiling: at most `pieces` deltas
+    runs = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+    parts = [run + " " for run in runs[:-1]] + [runs[-1]]
     return {"type": "text", "text": "".join(parts)}, parts
 
 

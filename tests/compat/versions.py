@@ -96,3 +96,30 @@ def locate(version: MatrixVersion) -> tuple[str | None, str]:
             f"`turnstile cli fetch {version.version}` (.ci/run and `make clis` do) — skipping its column"
         )
     return found.path, f"{found.shape} build fetched from npm"
+
+
+def main() -> int:
+    """``python -m tests.compat.versions``: fetch every non-bundled matrix version into the cache.
+
+    What ``make clis`` and ``.ci/run`` run before the tests. Never fails: a version that cannot be fetched
+    (registry unreachable, no build for this platform) is reported, and its column is skipped by the suite.
+    """
+    import sys
+
+    from turnstile.adapters.clifetch import fetch_cli
+    from turnstile.engine.errors import CliFetchError
+
+    for version in matrix_versions():
+        if version.role == "bundled":
+            continue
+        try:
+            cli, cached = fetch_cli(version.version, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        except CliFetchError as exc:
+            print(f"CLI {version.version}: not fetched ({exc}); the matrix will skip it", file=sys.stderr)
+            continue
+        print(f"CLI {version.version}: {cli.path}{' (cached)' if cached else ''}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
