@@ -59,6 +59,7 @@ _EXACT: Final = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
 _TAG: Final = re.compile(r"^[A-Za-z][0-9A-Za-z._-]*$")
 _META: Final = "fetched.json"
 _VERSION_TIMEOUT_S: Final = 60.0
+_DOWNLOAD_S: Final = 900.0  # a native build is ~190 MB
 
 Shape = Literal["native", "js"]
 
@@ -147,12 +148,14 @@ class _Npm:
         self.registry = registry
         self.timeout_s = timeout_s
 
-    def run(self, args: list[str], cwd: Path | None = None) -> Any:
+    def run(self, args: list[str], cwd: Path | None = None, *, download: bool = False) -> Any:
+        """``npm ARGS --json``; a ``download`` (a ~190 MB native build) gets minutes, not ``timeout_s``."""
+        timeout_s = max(self.timeout_s, _DOWNLOAD_S) if download else self.timeout_s
         argv = [
             self.npm,
             *args,
             "--json",
-            f"--fetch-timeout={int(self.timeout_s * 1000)}",
+            f"--fetch-timeout={int(timeout_s * 1000)}",
             "--fetch-retries=1",  # one retry, soon: an unreachable registry is reported in seconds
             "--fetch-retry-mintimeout=1000",
             "--fetch-retry-maxtimeout=2000",
@@ -168,7 +171,7 @@ class _Npm:
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                timeout=self.timeout_s * 4 + 600,  # npm pack of a native build is ~190 MB
+                timeout=timeout_s * 2 + 60,
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
@@ -287,7 +290,9 @@ def fetch_cli(
     work.chmod(0o755)  # a cache others on the machine may read
     try:
         say(f"fetching {target} ({shape}) from {registry or 'the npm registry'}")
-        packed = client.run(["pack", target, "--ignore-scripts", f"--pack-destination={work}"], cwd=work)
+        packed = client.run(
+            ["pack", target, "--ignore-scripts", f"--pack-destination={work}"], cwd=work, download=True
+        )
         if not (isinstance(packed, list) and packed and isinstance(packed[0], dict)):
             raise CliFetchError(f"npm pack {target}: unexpected output {packed!r}")
         info: dict[str, Any] = packed[0]

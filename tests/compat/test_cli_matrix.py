@@ -351,7 +351,7 @@ async def api_500_retried(x: Ctx) -> None:
 
 async def stall_silent(x: Ctx) -> None:
     x.api.push(Hang(), Text("Back again."))
-    async with x.runtime(idle_timeout_s=3.0) as rt:
+    async with x.runtime(idle_timeout_s=5.0) as rt:
         sid = (await rt.create_session()).id
         entries = await run_turn(rt, sid, "stall")
         end = outcome(x.checks, entries, "timed_out")
