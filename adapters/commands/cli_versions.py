@@ -44,7 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--offline", action="store_true", help="only look in the cache; a version not there is an error"
     )
     fetch.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds for each registry request (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds for each metadata request (default 30; a download gets up to 15 minutes)",
     )
     fetch.add_argument("--json", action="store_true", help="print one JSON object per version")
     fetch.set_defaults(func=run_fetch)
