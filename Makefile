@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean docs
+.PHONY: demo test lint typecheck unit bench clean docs clis
 
 SERVE_STAMP := $(VENV)/.serve-stamp
 # setuptools notes on every editable install that a folder named like the package may shadow it; here
@@ -38,6 +38,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The Claude Code CLI versions of the compatibility matrix (docs/compatibility.md), fetched from the npm
+# registry into ~/.cache/turnstile/cli. Never fails: a version that cannot be fetched is skipped by the tests.
+clis: $(STAMP)
+	$(BIN)/python -m tests.compat.versions
 
 bench: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,claude,bench]'

@@ -41,6 +41,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     for this long is dropped (10 s); it resumes with ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
     ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_ws_message``: larger
     WebSocket frames close the connection with 1009 (1 MiB). ``max_ws_subscriptions``: per connection (64).
+
+    ``agent_check``: probe the default ``claude`` agent's CLI once at start, offline (``turnstile doctor``;
+    shown in ``/readyz``, ``GET /v1/agent`` and the console; on by default).
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +61,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 64 << 10
     max_ws_message: int = 1 << 20
     max_ws_subscriptions: int = 64
+    agent_check: bool = True
 
     def __post_init__(self) -> None:
         if not (0 <= self.port <= 65535):
@@ -101,6 +105,8 @@ def _parse(name: str, typ: Any, raw: str) -> Any:
     try:
         if "tuple" in text:
             return tuple(x.strip() for x in raw.split(",") if x.strip())
+        if typ is bool or text == "bool":
+            return raw.strip().lower() not in ("0", "false", "no", "off", "")
         if typ is int or text == "int":
             return int(raw)
         if typ is float or text == "float":

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from turnstile.adapters import views
+from turnstile.adapters.agentcheck import AgentCheck
 from turnstile.adapters.ai_sdk.routes import chat_routes
 from turnstile.adapters.bodies import decode_json, read_body
 from turnstile.adapters.config import ServerConfig
@@ -70,20 +71,29 @@ def error_response(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type=_JSON)
 
 
-def create_app(runtime: Runtime, config: ServerConfig | None = None, *, guard: bool = True) -> ASGIApp:
+def create_app(
+    runtime: Runtime,
+    config: ServerConfig | None = None,
+    agent_check: AgentCheck | None = None,
+    *,
+    guard: bool = True,
+) -> ASGIApp:
     """The ASGI app serving ``runtime``. Needs to run on trio (the runtime's event loop).
+
+    ``agent_check`` (what ``turnstile serve`` runs at start) feeds ``GET /v1/agent`` and ``/readyz``.
 
     Every request passes the browser-safety rules and the token check (:mod:`adapters.guard`) first;
     ``guard=False`` leaves that to the caller, who must then wrap the app (or its server) in
     :class:`adapters.guard.BrowserGuard` itself (``turnstile serve`` guards its whole port).
     """
     config = config or ServerConfig()
-    api = _Api(runtime, config)
+    api = _Api(runtime, config, agent_check)
     routes: list[BaseRoute] = [
         Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
         Route("/readyz", api.readyz, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/v1/machines", api.machines, methods=["GET"]),
+        Route("/v1/agent", api.agent, methods=["GET"]),
         Route("/v1/sessions", api.list_sessions, methods=["GET"]),
         Route("/v1/sessions", api.create_session, methods=["POST"]),
         Route("/v1/sessions/{sid}", api.get_session, methods=["GET"]),
@@ -175,9 +185,10 @@ def parse_after(request: Request, *, last_seq: int) -> int:
 
 
 class _Api:
-    def __init__(self, runtime: Runtime, config: ServerConfig) -> None:
+    def __init__(self, runtime: Runtime, config: ServerConfig, agent_check: AgentCheck | None = None) -> None:
         self.runtime = runtime
         self.config = config
+        self.agent_check = agent_check or AgentCheck(runtime.config.default_agent, enabled=False)
         self.sse_lagged = 0
         self.workspace = Path(config.workspace_root or os.getcwd()).resolve()
         self.registry = metrics_registry(self._metrics_snapshot)
@@ -190,8 +201,16 @@ class _Api:
     async def readyz(self, request: Request) -> Response:
         ready = self.runtime.readiness()
         body = msgspec.to_builtins(ready)
-        body["reason"] = "; ".join(ready.reasons) if ready.reasons else None
-        return json_response(body, 200 if ready.ready else 503)
+        problem = self.agent_check.problem()
+        if problem:
+            body["ready"] = False
+            body["reasons"].append(problem)
+        body["reason"] = "; ".join(body["reasons"]) if body["reasons"] else None
+        body["agent"] = self.agent_check.brief()
+        return json_response(body, 200 if body["ready"] else 503)
+
+    async def agent(self, request: Request) -> Response:
+        return json_response(self.agent_check.report)
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
         # SSE subscribers that lagged are ended here, not in the runtime: count them with its own.

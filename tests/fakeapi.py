@@ -116,10 +116,13 @@ class ApiError:
 class Hang:
     """A response that never finishes: headers (and ``message_start``) then silence until close.
 
-    With ``send_message_start=False`` only the response headers are sent.
+    With ``send_message_start=False`` only the response headers are sent. With ``ping_every_s`` the
+    stream is not silent: an SSE ``ping`` event every that many seconds (what the real API sends while
+    a response is slow), but still no content.
     """
 
     send_message_start: bool = True
+    ping_every_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -379,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         msg_id = fake._next_id("msg")
         if isinstance(reply, Hang) and not reply.send_message_start:
-            self._hang()
+            self._hang(reply.ping_every_s)
         self._event(
             "message_start",
             {
@@ -402,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         if isinstance(reply, Hang):
-            self._hang()
+            self._hang(reply.ping_every_s)
         if isinstance(reply, ApiError):
             error_type = reply.error_type or _ERROR_TYPES.get(reply.status, "api_error")
             self._event("error", {"type": "error", "error": {"type": error_type, "message": reply.message}})
@@ -526,8 +529,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _hang(self) -> None:
-        self.server.fake._closing.wait()
+    def _hang(self, ping_every_s: float | None = None) -> None:
+        if ping_every_s is None:  # (the non-streaming path passes None: no SSE to ping on)
+            self.server.fake._closing.wait()
+            raise _Disconnected
+        while not self.server.fake._closing.wait(ping_every_s):
+            self._event("ping", {"type": "ping"})
         raise _Disconnected
 
 

@@ -608,12 +608,24 @@ class Console {
       if (!this.readiness.ready) text += ` · not ready: ${(this.readiness.reasons || []).join("; ")}`;
       chip.textContent = text;
       chip.title = this.readiness.ready ? "the server accepts turns" : "the server is not ready";
+      this.renderAgent(this.readiness.agent);
     } catch {
       this.readiness = null;
       chip.dataset.state = "unreachable";
       chip.textContent = "server unreachable — retrying";
     }
     this.renderMachines();
+  }
+
+  /** The agent CLI's check (`turnstile doctor` at server start): what it lacks and what Turnstile does then. */
+  renderAgent(agent) {
+    const chip = $("agent-state");
+    if (!agent) return;
+    chip.hidden = false;
+    chip.dataset.state = agent.state;
+    const missing = agent.missing || [];
+    chip.textContent = agent.state === "degraded" ? `agent degraded: without ${missing.map((m) => m.name).join(", ")}` : agent.summary;
+    chip.title = [agent.summary, ...missing.map((m) => `${m.title}: ${m.without || "not checked"}`)].join("\n");
   }
 
   async refreshSessions() {

@@ -456,3 +456,33 @@ def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory
     assert overflow <= 0, f"the page is {overflow}px wider than the screen"
     assert not [r for r in page.watch.responses if r[0] == 401], "a request went out without the token"
     assert not page.watch.errors, page.watch.errors
+
+
+# --- the agent check -----------------------------------------------------------------------------------
+
+
+def test_the_top_bar_says_what_the_agent_cli_lacks(
+    server_factory: Any, page_factory: Any, tmp_path: Any
+) -> None:
+    """The server's agent check (``turnstile doctor`` at start) reaches the page: a stand-in ``claude`` (the
+    simulator behind a script) lacks ``get_context_usage``, and the top bar says so, with what Turnstile does
+    without it in the chip's title."""
+    import sys
+
+    from tests.browser.conftest import REPO
+
+    claude = tmp_path / "claude"
+    claude.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" '
+        '-m turnstile.engine.agents.sim "$@"\n'
+    )
+    claude.chmod(0o755)
+    server: Server = server_factory(pool_size=0, args=("--agent", "claude", "--claude-bin", str(claude)))
+    page = page_factory()
+    ConsolePage(page, server.url).open()
+    chip = page.get_by_test_id("agent-state")
+    expect(chip).to_have_attribute("data-state", "degraded", timeout=LONG)
+    expect(chip).to_contain_text("agent degraded: without")
+    expect(chip).to_contain_text("get_context_usage")
+    assert "primed with `initialize` only" in (chip.get_attribute("title") or "")
+    assert not page.watch.errors, page.watch.errors
