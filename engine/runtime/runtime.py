@@ -46,7 +46,15 @@ from turnstile.engine.errors import (
     TurnstileError,
 )
 from turnstile.engine.fold import SessionFold
-from turnstile.engine.log import Entry, Record, SessionCreated, SessionRecovered, SessionStopped, StreamEnded
+from turnstile.engine.log import (
+    CliLine,
+    Entry,
+    Record,
+    SessionCreated,
+    SessionRecovered,
+    SessionStopped,
+    StreamEnded,
+)
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 from turnstile.engine.runtime.info import (
     TIMING_BUCKETS_MS,
@@ -62,6 +70,7 @@ from turnstile.engine.runtime.pool import Pool
 from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
 from turnstile.engine.runtime.session import Session, SessionFolder
 from turnstile.engine.runtime.subscription import Subscription
+from turnstile.engine.runtime.watch import SessionWatch
 from turnstile.engine.stores import LogStore
 from turnstile.engine.stores.file import FileLogRepository, validate_session_id
 from turnstile.engine.stores.memory import MemoryLogStore
@@ -135,6 +144,7 @@ class Runtime:
         self._hist_total = _Histogram()
         self._hist_ttfe = _Histogram()
         self._checks: dict[str, tuple[float, str | None]] = {}
+        self._watches: set[SessionWatch] = set()
 
     # --- sessions ---------------------------------------------------------------------------------------
 
@@ -173,6 +183,7 @@ class Runtime:
             )
         )
         self._sessions[sid] = session
+        self._mark(sid)
         # Shielded (it returns at once): a session is either created and running, or not created at all.
         with trio.CancelScope(shield=True):
             await self._start_session(session, prewarm=self.config.pool_size > 0)
@@ -234,6 +245,37 @@ class Runtime:
         session = self.session(sid)
         await session.stop(reason)
         session.close_log()
+
+    async def delete_session(self, sid: str, reason: str = "session deleted") -> None:
+        """Stop the session (as :meth:`stop_session`), then forget it and remove its log: it is listed no
+        more and its id can be used again. Raises :class:`SessionNotFound`, :class:`LogError` (the log
+        file could not be removed: the session is stopped but stays listed)."""
+        await self.stop_session(sid, reason)
+        if self._sessions.get(sid) is None:
+            return  # deleted meanwhile by another caller
+        if self._repo is not None:
+            self._repo.delete(sid)
+        del self._sessions[sid]
+        self._mark(sid)
+
+    async def set_title(self, sid: str, title: str) -> SessionInfo:
+        """Name a session (``session.titled`` is logged, durably); ``""`` goes back to no title (lists
+        show the first prompt). Raises :class:`SessionNotFound`, :class:`SessionStopped` (a stopped
+        session's log is closed), :class:`LogError`."""
+        await self._recovered.wait()
+        await trio.lowlevel.checkpoint()
+        session = self.session(sid)
+        session.set_title(title)
+        with trio.CancelScope(shield=True):
+            await session.journal.flush()
+        return session.info()
+
+    def watch_sessions(self) -> SessionWatch:
+        """Watch which sessions change (:class:`SessionWatch`); close it (or use it as a context manager)
+        when done. Marks: a lifecycle entry appended, a session created, read back or deleted."""
+        watch = SessionWatch(self._watches.discard)
+        self._watches.add(watch)
+        return watch
 
     def subscribe(
         self, sid: str, *, after: int = 0, stream: str | None = None
@@ -355,7 +397,22 @@ class Runtime:
         )
         journal.folder = SessionFolder(fold, journal.stream_end, session)
         journal.add_listener(self._count)
+        journal.add_listener(lambda records: self._changed(sid, records))
         return session
+
+    def _changed(self, sid: str, records: Sequence[Record]) -> None:
+        """Mark ``sid`` for the session watchers when a batch carries more than token deltas."""
+        if not self._watches:
+            return
+        for rec in records:
+            entry = rec.entry
+            if type(entry) is not CliLine or entry.type != "stream_event":
+                self._mark(sid)
+                return
+
+    def _mark(self, sid: str) -> None:
+        for watch in self._watches:
+            watch.mark(sid)
 
     def _count(self, records: Sequence[Record]) -> None:
         for rec in records:
@@ -432,6 +489,7 @@ class Runtime:
         else:
             session.created_at = _mtime(self._repo.path_for(sid))
         self._sessions[sid] = session
+        self._mark(sid)
         open_streams = session.fold.open_streams
         if stopped:
             # A stopped session stays readable; a stream left open by a crash mid-stop still gets its end.
@@ -460,6 +518,8 @@ class Runtime:
         if self._closing:
             return  # close() already did it (or is doing it)
         self._closing = True
+        for watch in list(self._watches):
+            watch.close()  # live session lists end; the server is going away
         async with trio.open_nursery() as nursery:
             for session in list(self._sessions.values()):
                 nursery.start_soon(session.shutdown)
