@@ -37,9 +37,12 @@ const FORBID_TAGS = [
 ];
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A" && node.hasAttribute("href")) {
+  if (node.tagName !== "A") return;
+  if (node.hasAttribute("href")) {
     node.setAttribute("target", "_blank");
     node.setAttribute("rel", "noopener noreferrer nofollow");
+  } else {
+    node.setAttribute("title", "link removed: its address was not a web address");
   }
 });
 
@@ -61,7 +64,7 @@ export function renderMarkdown(source) {
 function decorateCode(code) {
   const pre = code.parentElement;
   const lang = [...code.classList].find((c) => c.startsWith("language-"))?.slice(9) || "";
-  const text = code.textContent;
+  const text = code.textContent.replace(/\n$/, ""); // marked ends a code block with a newline
   if (text.length <= MAX_HIGHLIGHT) {
     // highlight.js escapes the code itself: the result is spans around escaped text.
     const known = lang && hljs.getLanguage(lang);

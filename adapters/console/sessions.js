@@ -157,6 +157,7 @@ export class SessionList {
     const cost = totalCost(info);
     const turns = info.turns.length;
     const waiting = approvals.pendingFor(info);
+    const running = info.turns.find((t) => !t.ended);
     const li = h(
       "li",
       {
@@ -185,7 +186,7 @@ export class SessionList {
         h("span", { "data-testid": "session-turns" }, `${turns} turn${turns === 1 ? "" : "s"}`),
         cost !== null ? h("span", { class: "sep" }, "·") : null,
         cost !== null ? h("span", { "data-testid": "session-cost" }, formatCost(cost)) : null,
-        info.active_stream ? h("span", { class: "running-dot", title: `${info.active_stream} running` }) : null,
+        running ? h("span", { class: "running-dot", "data-testid": "session-running", title: `${running.id} running` }) : null,
         waiting ? h("span", { class: "chip waiting", "data-testid": "waiting-badge" }, "waiting for you") : null,
       ),
     );

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import Server, save_docs_screenshot
+from tests.browser.conftest import Server, save_screenshot
+from turnstile.engine.agents.sim import parse_directives
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +96,9 @@ class ConsolePage:
 
 
 def shown(prompt: str) -> str:
-    """A prompt as its bubble shows it: without the simulator's ``[[sim ...]]`` directives."""
-    return re.sub(r"\s*\[\[sim(?:\s[^\]]*)?\]\]", "", prompt).strip()
+    """A prompt as its bubble shows it: without the simulator's ``[[sim ...]]`` directives (removed as the
+    simulator itself reads them)."""
+    return re.sub(r"[ \t]+\n", "\n", parse_directives(prompt)[1]).strip()
 
 
 def texts(turn: Locator) -> list[str]:
@@ -173,7 +176,9 @@ def measure_interrupt(page: Page, turn: Locator, trigger: str, action: Any, limi
 # --- 1 -------------------------------------------------------------------------------------------------
 
 
-def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, page_factory: Any) -> None:
+def test_long_turn_with_37_tools_ends_done_and_stays_done(
+    server_factory: Any, page_factory: Any, artifacts_dir: Path
+) -> None:
     """The seed's bug: "Done, 388.4 s total, 37 tools" under a badge stuck at RECONNECTING. Here the
     terminal entry turns the badge DONE, the page closes its EventSource itself, and nothing reconnects."""
     server: Server = server_factory(pool_size=1)
@@ -224,11 +229,11 @@ def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, p
     expect(stream_machine.get_by_test_id("machine-next")).to_have_count(0)
     assert not page.watch.errors, page.watch.errors
 
-    # The picture in docs/console.md (TURNSTILE_DOCS_SCREENSHOT=1): two turns, a tool call opened, the
+    # The first picture in docs/console.md (TURNSTILE_DOCS_SCREENSHOT=1): two turns, a tool call opened, the
     # 37 tool calls folded, the answers and the timings.
     first.get_by_test_id("tool").first.locator("summary").click()
     page.get_by_test_id("transcript").evaluate("el => { el.scrollTop = el.scrollHeight; }")
-    save_docs_screenshot(page)
+    save_screenshot(page, "console.png", artifacts_dir)
 
 
 # --- 2 -------------------------------------------------------------------------------------------------
