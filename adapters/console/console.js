@@ -45,7 +45,11 @@ class Console {
       filter: $("session-filter"),
       onSelect: (id) => this.select(id),
     });
-    this.dialog = new NewSessionDialog($("new-session-dialog"), (options) => this.createSession(options));
+    this.dialog = new NewSessionDialog(
+      $("new-session-dialog"),
+      (options) => this.createSession(options),
+      (id) => this.enterSession(id),
+    );
     this.store.addEventListener("change", (e) => this.storeChanged(e.detail));
 
     $("new-session").addEventListener("click", () => this.dialog.open());
@@ -262,14 +266,18 @@ class Console {
     }
     if (load !== this.loadToken) return; // another session was selected meanwhile
     this.loadedSession = sid;
+    // A turn sent from this page while the log was loading already has its view and its stream (which
+    // replays it from its start): the log's copy of its entries is not applied a second time.
+    const following = new Set(this.views.keys());
     const entries = text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
     for (const entry of entries) {
-      if (!entry.stream) continue;
+      if (!entry.stream || following.has(entry.stream)) continue;
       let item = this.views.get(entry.stream);
       if (!item) item = this.addTurn(entry.stream, null);
       item.view.apply(entry);
     }
     for (const [tid, item] of this.views) {
+      if (item.stream) continue;
       if (item.view.live) this.follow(tid);
       else item.view.setBadge("DONE");
     }
@@ -349,14 +357,19 @@ class Console {
 
   // -- actions ------------------------------------------------------------------------------------------
 
-  /** POST /v1/sessions with `options`, then show it. Throws ApiError (the dialog shows it). */
+  /** POST /v1/sessions with `options`; returns the new id. Throws ApiError (the dialog shows it). */
   async createSession(options = {}) {
     const info = await api("POST", "/v1/sessions", options);
     this.store.upsert(info);
-    location.hash = info.id;
-    await this.showSession(info.id);
-    this.promptBox.focus();
     return info.id;
+  }
+
+  /** Show a session just created, and put it in the address (which then does not load it again). */
+  async enterSession(id) {
+    const shown = this.showSession(id); // selects it at once, then reads its log
+    if (location.hash.slice(1) !== id) location.hash = id;
+    await shown;
+    this.promptBox.focus();
   }
 
   async send() {
@@ -364,7 +377,11 @@ class Console {
     if (!prompt.trim()) return;
     this.sendButton.disabled = true;
     try {
-      const sid = this.sessionId || (await this.createSession());
+      let sid = this.sessionId;
+      if (!sid) {
+        sid = await this.createSession();
+        await this.enterSession(sid);
+      }
       const turn = await api("POST", `/v1/sessions/${encodeURIComponent(sid)}/turns`, { prompt });
       this.promptBox.value = "";
       if (sid !== this.sessionId) return;

@@ -9,10 +9,12 @@ import { $, h } from "./util.js";
 const REMEMBER = "turnstile.new-session";
 
 export class NewSessionDialog {
-  /** `create(options)` makes the session (POST /v1/sessions body); resolves to its id or null. */
-  constructor(dialog, create) {
+  /** `create(options)` makes the session (the POST /v1/sessions body) and resolves to its id; the dialog
+   *  then closes and `created(id)` shows it. */
+  constructor(dialog, create, created) {
     this.dialog = dialog;
     this.create = create;
+    this.created = created;
     this.server = null;
     this.form = dialog.querySelector("form");
     this.cwd = $("ns-cwd", dialog);
@@ -109,13 +111,15 @@ export class NewSessionDialog {
     localStorage.setItem(REMEMBER, JSON.stringify({ cwd, model, permission_mode: this.permission.disabled ? undefined : this.permission.value }));
     const button = $("ns-create", this.dialog);
     button.disabled = true;
+    let id;
     try {
-      await this.create(options);
-      this.dialog.close();
+      id = await this.create(options);
+      this.dialog.close(); // before the session is shown: nothing on the page waits behind a modal
     } catch (err) {
       this.showError(err.message);
     } finally {
       button.disabled = false;
     }
+    if (id) this.created(id);
   }
 }

@@ -352,7 +352,7 @@ class ReplayPage {
       sc = c;
     }
     const sessionState = sc ? sc.dest : this.machines.session.initial;
-    this.sessionDiagram.show({ state: sessionState, previous: sc ? sc.source : null, transition: sc && sc.index === i ? sc : sc });
+    this.sessionDiagram.show({ state: sessionState, previous: sc ? sc.source : null, transition: sc });
     const chip = $("session-now");
     chip.textContent = sessionState;
     chip.className = `chip state-${sessionState}`;
