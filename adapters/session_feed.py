@@ -2,8 +2,9 @@
 
 What a session list needs to stay current without polling: on connect one ``sessions`` event with every
 session (``{"sessions": [...]}``, as ``GET /v1/sessions``), then a ``session`` event with a session's
-summary whenever one of its lifecycle entries is appended (a turn requested or ended, a process spawned
-or exited, a title, a stop — never per token), and ``session.deleted`` (``{"id": ...}``) when one is
+summary whenever an engine entry is appended to its log (a turn requested or ended, a process spawned or
+exited, a title, a stop) or a CLI line moves one of its machines (a turn starts thinking, responding or
+running a tool) — never per token —, and ``session.deleted`` (``{"id": ...}``) when one is
 deleted. Changes are coalesced per session (:class:`engine.runtime.watch.SessionWatch`): a client that
 reads slowly gets each session's latest summary, never a backlog. A ``: heartbeat`` comment follows
 ``heartbeat_s`` of silence; a client that does not take a write within ``send_timeout_s`` is dropped.

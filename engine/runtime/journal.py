@@ -87,6 +87,8 @@ class Journal:
         self.write_error: str | None = None
         self.closed = False
         self._listeners: list[Listener] = []
+        #: Called after a batch that changed some machine state (the fold said so), before its settle.
+        self.on_change: Callable[[], None] | None = None
         self._live: set[Subscription] = set()
         self.subscriptions: set[Subscription] = set()
         self.lagged_total = 0
@@ -155,6 +157,8 @@ class Journal:
         for listener in self._listeners:
             listener(records)
         if changed and self.folder is not None:
+            if self.on_change is not None:
+                self.on_change()
             self._settle()
 
     def _settle(self) -> None:

@@ -272,7 +272,8 @@ class Runtime:
 
     def watch_sessions(self) -> SessionWatch:
         """Watch which sessions change (:class:`SessionWatch`); close it (or use it as a context manager)
-        when done. Marks: a lifecycle entry appended, a session created, read back or deleted."""
+        when done. Marks: an engine entry appended, a CLI line that moves a machine, a session created,
+        read back or deleted."""
         watch = SessionWatch(self._watches.discard)
         self._watches.add(watch)
         return watch
@@ -398,19 +399,22 @@ class Runtime:
         journal.folder = SessionFolder(fold, journal.stream_end, session)
         journal.add_listener(self._count)
         journal.add_listener(lambda records: self._changed(sid, records))
+        journal.on_change = lambda: self._mark(sid)  # a machine moved (a turn's state, the session's)
         return session
 
     def _changed(self, sid: str, records: Sequence[Record]) -> None:
-        """Mark ``sid`` for the session watchers when a batch carries more than token deltas."""
+        """Mark ``sid`` for the session watchers when a batch carries an engine entry (CLI lines count
+        only when they move a machine: see ``journal.on_change``)."""
         if not self._watches:
             return
         for rec in records:
-            entry = rec.entry
-            if type(entry) is not CliLine or entry.type != "stream_event":
+            if type(rec.entry) is not CliLine:
                 self._mark(sid)
                 return
 
     def _mark(self, sid: str) -> None:
+        if not self._watches:
+            return
         for watch in self._watches:
             watch.mark(sid)
 

@@ -1,11 +1,12 @@
 """Which sessions changed: what a live session list needs, without a queue that could grow.
 
 A :class:`SessionWatch` is a *set* of session ids that changed since its owner last looked, and an event
-that wakes the owner. The runtime marks a session when one of its lifecycle entries is appended (a turn
-requested or ended, a process spawned or exited, a title, a stop — token deltas do not count), when it
-is created or read back after a restart, and when it is deleted. However fast sessions change and however
-slowly the owner reads, a watch holds at most one mark per session: the owner reads each session's
-*current* state when it looks, so nothing is lost by coalescing.
+that wakes the owner. The runtime marks a session when an engine entry is appended to its log (a turn
+requested or ended, a process spawned or exited, a title, a stop), when a CLI line moves one of its
+machines (a turn starts thinking, responding, running a tool; a result) — never for a token delta —,
+when it is created or read back after a restart, and when it is deleted. However fast sessions change
+and however slowly the owner reads, a watch holds at most one mark per session: the owner reads each
+session's *current* state when it looks, so nothing is lost by coalescing.
 
 Open one with :meth:`engine.runtime.runtime.Runtime.watch_sessions`.
 """

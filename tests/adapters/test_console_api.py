@@ -162,7 +162,11 @@ async def test_session_feed_pushes_lifecycle_changes_live(server: Server) -> Non
             assert info["first_prompt"].startswith("go [[sim")
             # Summaries follow lifecycle entries, not tokens: far fewer than the turn's entries.
             entries = [e for e in await log_entries(c, sid) if e.get("stream") == tid]
-            deltas = [e for e in entries if e.get("type") == "stream_event"]
+            deltas = [
+                e
+                for e in entries
+                if e.get("type") == "stream_event" and e["msg"]["event"]["type"] == "content_block_delta"
+            ]
             assert len(deltas) > 40
             assert summaries < len(entries) - len(deltas) + 2, (summaries, len(entries), len(deltas))
 

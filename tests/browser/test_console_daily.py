@@ -153,10 +153,19 @@ DEPLOY = """The deploy stopped at **migrate**: the `orders` table is locked by a
 
 Shall I do both?"""
 
-# Installed before a turn: when the turn's badge turns DONE, what the machine panel says about the turn.
+# Installed before a turn: every state the machine panel shows for the turn, and what it says when the
+# turn's badge turns DONE.
 WATCH_DONE = """
 (turn) => {
   const badge = turn.querySelector('[data-testid=turn-badge]');
+  const panel = document.querySelector('[data-testid=stream-machine]');
+  window.__panel = [];
+  const seen = () => {
+    const state = panel.dataset.state;
+    if (state && window.__panel[window.__panel.length - 1] !== state) window.__panel.push(state);
+  };
+  seen();
+  new MutationObserver(seen).observe(panel, { attributes: true, childList: true, subtree: true });
   window.__atDone = null;
   const observer = new MutationObserver(() => {
     if (badge.dataset.state === 'DONE' && window.__atDone === null) {
@@ -222,6 +231,9 @@ def test_the_session_list_follows_the_server_live(
     turn.first.evaluate(WATCH_DONE)
     ui.wait_outcome(turn.first, "completed")
     assert page.evaluate("window.__atDone") == {"panel": "completed", "card": "completed"}
+    # The panel followed the turn live, from the server's fold: it saw the tools run and the answer come.
+    shown = page.evaluate("window.__panel")
+    assert {"tool_running", "responding"} <= set(shown) and shown[-1] == "completed", shown
     expect(items).to_have_count(2)
     expect(items.first).to_have_attribute("data-session-id", second)  # the most recently active first
 
