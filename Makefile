@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean docs clis
+.PHONY: demo test lint typecheck unit bench clean docs clis vendor-console
 
 SERVE_STAMP := $(VENV)/.serve-stamp
 # setuptools notes on every editable install that a folder named like the package may shadow it; here
@@ -47,6 +47,12 @@ clis: $(STAMP)
 bench: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,claude,bench]'
 	$(BIN)/python bench/run_all.py --write-docs docs/performance.md
+
+# The console's browser libraries (marked, DOMPurify, highlight.js), copied from the exact versions pinned in
+# tools/console-vendor/package-lock.json into adapters/console/vendor/ with their licences. Needs npm;
+# users of the console never do.
+vendor-console:
+	cd tools/console-vendor && npm ci --no-audit --no-fund && npm run vendor
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -36,7 +36,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     Limits: ``max_prompt_bytes``: a turn's request body (1 MiB); ``max_body_bytes``: any other request
     body (64 KiB); both answered 413 from ``Content-Length`` before reading, or as soon as a chunked body
-    passes them. ``header_timeout_s``: a request's headers must arrive within this (10 s). ``heartbeat_s``:
+    passes them. ``max_replay_bytes``: a log replayed for the replay viewer — a session's, or a file sent to
+    ``POST /v1/replay`` (as JSON) — (32 MiB). ``header_timeout_s``: a request's headers must arrive within
+    this (10 s). ``heartbeat_s``:
     SSE comment interval (15 s). ``send_timeout_s``: a client (SSE or WebSocket) that does not take a write
     for this long is dropped (10 s); it resumes with ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
     ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_ws_message``: larger
@@ -59,6 +61,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     sse_retry_ms: int = 1000
     max_prompt_bytes: int = 1 << 20
     max_body_bytes: int = 64 << 10
+    max_replay_bytes: int = 32 << 20
     max_ws_message: int = 1 << 20
     max_ws_subscriptions: int = 64
     agent_check: bool = True
@@ -78,7 +81,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("heartbeat_s", "send_timeout_s", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_prompt_bytes", "max_body_bytes"):
+        for name in ("max_prompt_bytes", "max_body_bytes", "max_replay_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 

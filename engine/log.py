@@ -64,6 +64,7 @@ __all__ = [
     "SessionRecovered",
     "SessionStopRequested",
     "SessionStopped",
+    "SessionTitled",
     "Stderr",
     "StreamEnded",
     "Timeout",
@@ -156,6 +157,13 @@ class SessionStopped(_Entry, frozen=True, kw_only=True, tag="session.stopped"):
     """The session is over; its process is gone."""
 
     reason: str = ""
+
+
+class SessionTitled(_Entry, frozen=True, kw_only=True, tag="session.titled"):
+    """Someone named the session (what session lists show); an empty ``title`` means "no title": lists
+    fall back to the first prompt."""
+
+    title: str = ""
 
 
 class SessionRecovered(_Entry, frozen=True, kw_only=True, tag="session.recovered"):
@@ -328,6 +336,7 @@ Entry: TypeAlias = (
     | SessionStopRequested
     | SessionStopped
     | SessionRecovered
+    | SessionTitled
     | ProcessSpawned
     | ProcessSpawnFailed
     | ProcessExited

@@ -55,6 +55,7 @@ from turnstile.engine.log import (
     Record,
     SessionStopped,
     SessionStopRequested,
+    SessionTitled,
     Stderr,
     StreamEnded,
     Timeout,
@@ -276,6 +277,10 @@ class Session:
             turns=turns,
             resume_failed=self.resume_failed,
             log_error=self.journal.write_error,
+            title=self.fold.title,
+            first_prompt=self.fold.first_prompt,
+            last_activity=self.fold.now,
+            restarted=self.fold.restarted,
         )
 
     def mark_stopped(self) -> None:
@@ -324,6 +329,17 @@ class Session:
         self._queue.append(_Turn(stream, prompt))
         self._wake_runner()
         return stream
+
+    def set_title(self, title: str) -> None:
+        """Log ``session.titled``. Raises :class:`SessionStopped` once the log is closed, :class:`LogError`
+        when it cannot be written (:class:`StorageUnavailable`)."""
+        if self.journal.closed:
+            raise SessionStoppedError(
+                f"session {self.id} is stopped and its log is closed, so its title cannot change"
+            )
+        self.journal.append(SessionTitled(seq=0, ts=None, title=title))
+        if self.journal.write_error:
+            raise StorageUnavailable(f"session {self.id} cannot write its log ({self.journal.write_error})")
 
     def interrupt(self, stream: str, by: str = "client") -> None:
         """Interrupt ``stream``: dropped if queued; if running, an interrupt request to the agent, escalated
