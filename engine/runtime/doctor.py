@@ -53,6 +53,9 @@ class _Gone(Exception):
     """The probe process's stdout ended."""
 
 
+_GONE_WAIT_S: Final = 2.0
+
+
 class _Cli:
     """One probe process: JSON lines in, parsed JSON objects out, stderr kept (its tail)."""
 
@@ -62,6 +65,7 @@ class _Cli:
         self.pending: list[dict[str, Any]] = []
         self.seen: list[dict[str, Any]] = []
         self.stderr = bytearray()
+        self.stderr_done = trio.Event()
         self.eof = False
 
     async def send(self, obj: Any) -> None:
@@ -96,15 +100,23 @@ class _Cli:
         return None
 
     async def drain_stderr(self) -> None:
-        while chunk := await self.proc.receive_stderr():
-            self.stderr += chunk
-            del self.stderr[:-_STDERR_KEEP]
+        try:
+            while chunk := await self.proc.receive_stderr():
+                self.stderr += chunk
+                del self.stderr[:-_STDERR_KEEP]
+        finally:
+            self.stderr_done.set()
 
     def stderr_tail(self) -> str:
         text = bytes(self.stderr).decode(errors="replace").strip()
         return text[-400:] if text else ""
 
-    def gone(self) -> str:
+    async def gone(self) -> str:
+        """How the process ended: its status and the tail of its stderr. Waits (briefly) for the exit and
+        for stderr's end first — stdout's EOF can come before the last stderr bytes are read."""
+        with trio.move_on_after(_GONE_WAIT_S):
+            await self.proc.wait()
+            await self.stderr_done.wait()
         code = self.proc.returncode
         tail = self.stderr_tail()
         return f"the CLI exited{f' with status {code}' if code is not None else ''}" + (
@@ -269,9 +281,8 @@ class _Probe:
                     if msg.get("type") == "control_response" and isinstance(resp, dict):
                         answers[str(resp.get("request_id"))] = msg
         except _Gone:
-            self.put(
-                "stream_json", False, f"no answer to `initialize` before the process ended: {cli.gone()}"
-            )
+            gone = await cli.gone()
+            self.put("stream_json", False, f"no answer to `initialize` before the process ended: {gone}")
             raise
         for rid, name in (
             ("turnstile_doctor_initialize", "initialize"),
@@ -288,7 +299,7 @@ class _Probe:
         try:
             result = await cli.until(_is_result, _TURN_S)
         except _Gone:
-            self.put("stream_json", False, f"no `result` for a user message: {cli.gone()}")
+            self.put("stream_json", False, f"no `result` for a user message: {await cli.gone()}")
             raise
         for m in cli.seen:
             if m.get("type") == "system" and m.get("subtype") == "init":
@@ -376,7 +387,7 @@ class _Probe:
                 await cli.send(user_input("Resumed: do you remember the probe?"))
                 result = await cli.until(_is_result, _TURN_S)
         except _Gone:
-            self.put("resume", False, f"the resumed process ended without a result: {cli.gone()}")
+            self.put("resume", False, f"the resumed process ended without a result: {await cli.gone()}")
             return
         except SpawnError as exc:
             self.put("resume", False, str(exc))
@@ -451,7 +462,7 @@ class _Probe:
                 )
                 result = await cli.until(_is_result, _TURN_S)
         except _Gone:
-            self.put("can_use_tool", False, f"the process ended: {cli.gone()}")
+            self.put("can_use_tool", False, f"the process ended: {await cli.gone()}")
             return
         except SpawnError as exc:
             self.put("can_use_tool", False, str(exc))
