@@ -18,7 +18,7 @@ from pathlib import Path
 import _common
 from _common import machine, versions
 
-SCRIPTS = ["decode", "replay", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
+SCRIPTS = ["decode", "replay", "machines", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["decode", "replay", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
+SCRIPTS = ["decode", "replay", "machines", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
 
 pytestmark = pytest.mark.slow
 

@@ -219,3 +219,57 @@ def test_random_trigger_sequences_match_the_spec(kind_name: str, steps: list[tup
             check_invariants(kind, model)
     finally:
         kind.remove(model)
+
+
+# --- cross-check: the lean subclasses against transitions' own public machine -------------------------
+
+
+class _PublicModel:
+    """A model transitions' own ``add_model`` can bind its methods on (``Model`` has ``__slots__``)."""
+
+    state: str
+
+
+def _public_machine(kind: MachineKind) -> object:
+    """The same spec as a plain ``transitions.Machine``: default classes, nothing of ours."""
+    from transitions import Machine
+
+    from turnstile.engine import machines
+
+    conditions = {name: machines._condition(name) for name in kind.spec.guards}
+    return Machine(
+        model=None,
+        states=list(kind.states),
+        initial=kind.initial,
+        transitions=[machines._transition(edge, conditions) for edge in kind.edges],
+        auto_transitions=False,
+        send_event=False,
+        ignore_invalid_triggers=True,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind_name=st.sampled_from(KINDS),
+    steps=st.lists(st.tuples(st.integers(0, 30), st.booleans()), max_size=40),
+)
+def test_the_lean_machine_moves_as_transitions_own_does(
+    kind_name: str, steps: list[tuple[int, bool]]
+) -> None:
+    """The private subclasses (bench/machines.py: they double replay throughput) change how transitions
+    runs, never where a model goes: transitions' own Machine, fed the same triggers, agrees at every step."""
+    kind = machine_for(kind_name)
+    public = _public_machine(kind)
+    model, twin = Model(), _PublicModel()
+    kind.add(model)
+    public.add_model(twin)  # type: ignore[attr-defined]
+    try:
+        for index, at_target in steps:
+            trigger = kind.triggers[index % len(kind.triggers)]
+            if model.state in kind.terminal:
+                break
+            kind.fire(model, trigger, Ctx(at_target=at_target))
+            twin.trigger(trigger, Ctx(at_target=at_target))  # type: ignore[attr-defined]
+            assert model.state == twin.state, (trigger, at_target)
+    finally:
+        kind.remove(model)
