@@ -326,6 +326,17 @@ class StreamView:
             cost_usd=self._cost,
         )
 
+    def timing_at(self, ts: float | None) -> TurnTiming:
+        """The timing as a ``stream.ended`` stamped ``ts`` would end it (for a stream still open); the
+        final timing once the stream is terminal."""
+        return self._clock.timing(
+            ts if ts is not None else self._now.ts,
+            tool_calls=len(self._tool_ids),
+            input_tokens=self._input_tokens,
+            output_tokens=self._output_tokens,
+            cost_usd=self._cost,
+        )
+
     @property
     def tool_calls(self) -> int:
         """Tool calls the model made in this turn (top-level ones; sub-agent calls are not counted)."""

@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from tests.procs import become_subreaper, descendants, kill_and_reap
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.log import AnyEntry, Record, StreamEnded
 from turnstile.engine.runtime import AgentConfig, Runtime, RuntimeConfig, open_runtime
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 become_subreaper()
 
