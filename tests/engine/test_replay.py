@@ -59,8 +59,9 @@ EXPECTED: dict[str, list[tuple[str, str, int]]] = {
         ("t4", "failed", 0),
     ],
 }
-# The one expected violation: t3's result arrives after its first-event timeout ended it.
-EXPECTED_VIOLATIONS = {"turnstile__interrupt-escalated-then-recovery.ndjson": [(26, "t3", "complete")]}
+
+# (The Turnstile fixtures hold what the runtime writes — engine/rehearsal.py checks it — so no violations.)
+EXPECTED_VIOLATIONS: dict[str, list[tuple[int, str, str]]] = {}
 
 
 def _replay(name: str) -> ReplayReport:
@@ -105,7 +106,7 @@ def test_turnstile_log_streams_were_ended_by_the_log() -> None:
     assert all(s.ended for s in report.streams)
     assert report.session_state == "crashed"
     assert [s.reason for s in report.streams] == [
-        "interrupted: escalated to SIGKILL",
+        "interrupted: escalated to SIGTERM",
         "",
         "first_event timeout after 30 s",
         "server restarted",
