@@ -116,10 +116,13 @@ class ApiError:
 class Hang:
     """A response that never finishes: headers (and ``message_start``) then silence until close.
 
-    With ``send_message_start=False`` only the response headers are sent.
+    With ``send_message_start=False`` only the response headers are sent. With ``ping_every_s``, an SSE
+    ``ping`` event every that many seconds meanwhile: a stalled stream that is kept alive, as the real
+    API does (the CLI passes each ping on as a ``stream_event``).
     """
 
     send_message_start: bool = True
+    ping_every_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -402,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
         if isinstance(reply, Hang):
-            self._hang()
+            self._hang(reply.ping_every_s)
         if isinstance(reply, ApiError):
             error_type = reply.error_type or _ERROR_TYPES.get(reply.status, "api_error")
             self._event("error", {"type": "error", "error": {"type": error_type, "message": reply.message}})
@@ -526,7 +529,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _hang(self) -> None:
+    def _hang(self, ping_every_s: float | None = None) -> None:
+        while ping_every_s is not None and not self.server.fake._closing.wait(ping_every_s):
+            self._event("ping", {"type": "ping"})
         self.server.fake._closing.wait()
         raise _Disconnected
 
