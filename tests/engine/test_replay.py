@@ -60,8 +60,8 @@ EXPECTED: dict[str, list[tuple[str, str, int]]] = {
     ],
 }
 
-# (The Turnstile fixtures hold what the runtime writes — engine/rehearsal.py checks it — so no violations.)
-EXPECTED_VIOLATIONS: dict[str, list[tuple[int, str, str]]] = {}
+# The one expected violation: t3's result arrives after its first-event timeout ended it.
+EXPECTED_VIOLATIONS = {"turnstile__interrupt-escalated-then-recovery.ndjson": [(25, "t3", "complete")]}
 
 
 def _replay(name: str) -> ReplayReport:
