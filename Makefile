@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean docs
+.PHONY: demo test lint typecheck unit bench clean docs clis vendor-console
 
 SERVE_STAMP := $(VENV)/.serve-stamp
 # setuptools notes on every editable install that a folder named like the package may shadow it; here
@@ -40,9 +40,20 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The Claude Code CLI versions of the compatibility matrix (docs/compatibility.md), fetched from the npm
+# registry into ~/.cache/turnstile/cli. Never fails: a version that cannot be fetched is skipped by the tests.
+clis: $(STAMP)
+	$(BIN)/python -m tests.compat.versions
+
 bench: $(STAMP)
 	$(PIP_INSTALL) -e '.[test,claude,bench]'
 	$(BIN)/python bench/run_all.py --write-docs docs/performance.md
+
+# The console's browser libraries (marked, DOMPurify, highlight.js), copied from the exact versions pinned in
+# tools/console-vendor/package-lock.json into adapters/console/vendor/ with their licences. Needs npm;
+# users of the console never do.
+vendor-console:
+	cd tools/console-vendor && npm ci --no-audit --no-fund && npm run vendor
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -47,6 +47,8 @@ _COMMANDS = (
     "turnstile.adapters.commands.replay",
     "turnstile.adapters.commands.diagram",
     "turnstile.adapters.commands.stats",
+    "turnstile.adapters.commands.cli_versions",
+    "turnstile.adapters.commands.doctor",
 )
 
 

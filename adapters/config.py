@@ -36,11 +36,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     Limits: ``max_prompt_bytes``: a turn's request body (1 MiB); ``max_body_bytes``: any other request
     body (64 KiB); both answered 413 from ``Content-Length`` before reading, or as soon as a chunked body
-    passes them. ``header_timeout_s``: a request's headers must arrive within this (10 s). ``heartbeat_s``:
+    passes them. ``max_replay_bytes``: a log replayed for the replay viewer — a session's, or a file sent to
+    ``POST /v1/replay`` (as JSON) — (32 MiB). ``header_timeout_s``: a request's headers must arrive within
+    this (10 s). ``heartbeat_s``:
     SSE comment interval (15 s). ``send_timeout_s``: a client (SSE or WebSocket) that does not take a write
     for this long is dropped (10 s); it resumes with ``Last-Event-ID`` (SSE) or ``after`` (WebSocket).
     ``sse_retry_ms``: the reconnect delay suggested to EventSource (1000 ms). ``max_ws_message``: larger
     WebSocket frames close the connection with 1009 (1 MiB). ``max_ws_subscriptions``: per connection (64).
+
+    ``agent_check``: probe the default ``claude`` agent's CLI once at start, offline (``turnstile doctor``;
+    shown in ``/readyz``, ``GET /v1/agent`` and the console; on by default).
     """
 
     host: str = "127.0.0.1"
@@ -56,8 +61,10 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     sse_retry_ms: int = 1000
     max_prompt_bytes: int = 1 << 20
     max_body_bytes: int = 64 << 10
+    max_replay_bytes: int = 32 << 20
     max_ws_message: int = 1 << 20
     max_ws_subscriptions: int = 64
+    agent_check: bool = True
 
     def __post_init__(self) -> None:
         if not (0 <= self.port <= 65535):
@@ -74,7 +81,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
         for name in ("heartbeat_s", "send_timeout_s", "header_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("max_prompt_bytes", "max_body_bytes"):
+        for name in ("max_prompt_bytes", "max_body_bytes", "max_replay_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -101,6 +108,8 @@ def _parse(name: str, typ: Any, raw: str) -> Any:
     try:
         if "tuple" in text:
             return tuple(x.strip() for x in raw.split(",") if x.strip())
+        if typ is bool or text == "bool":
+            return raw.strip().lower() not in ("0", "false", "no", "off", "")
         if typ is int or text == "int":
             return int(raw)
         if typ is float or text == "float":

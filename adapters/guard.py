@@ -44,9 +44,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import error_body
 
-__all__ = ["BrowserGuard", "Refusal", "RequestPolicy", "cookie_name", "query_token", "request_policy"]
+__all__ = [
+    "CONSOLE_PAGES",
+    "BrowserGuard",
+    "Refusal",
+    "RequestPolicy",
+    "cookie_name",
+    "query_token",
+    "request_policy",
+]
 
 _STATE_CHANGING: Final = frozenset({"POST", "PUT", "PATCH"})
+CONSOLE_PAGES: Final = ("/", "/replay")
+"""The pages a person opens as ``?token=…`` once (the console and the replay viewer): answered with the
+token cookie and a redirect to the same address without the token."""
 _JSON: Final = "application/json"
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -267,7 +278,9 @@ class BrowserGuard:
     without it, setting the token cookie (``HttpOnly; SameSite=Strict``).
     """
 
-    def __init__(self, app: ASGIApp, policy: RequestPolicy, *, console_paths: Iterable[str] = ("/",)) -> None:
+    def __init__(
+        self, app: ASGIApp, policy: RequestPolicy, *, console_paths: Iterable[str] = CONSOLE_PAGES
+    ) -> None:
         self.app = app
         self.policy = policy
         self.console_paths = frozenset(console_paths)

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from turnstile.adapters import views
+from turnstile.adapters.agentcheck import AgentCheck
 from turnstile.adapters.ai_sdk.routes import chat_routes
 from turnstile.adapters.bodies import decode_json, read_body
 from turnstile.adapters.config import ServerConfig
@@ -31,7 +32,10 @@ from turnstile.adapters.errors import ApiError, error_body, status_for
 from turnstile.adapters.guard import BrowserGuard, request_policy
 from turnstile.adapters.hypercorn_send import ShieldLastSend
 from turnstile.adapters.metrics import exposition, metrics_registry
+from turnstile.adapters.replay_view import ReplayUpload, replay_document
+from turnstile.adapters.session_feed import stream_session_summaries
 from turnstile.adapters.sse import SseSource, stream_sse
+from turnstile.adapters.workspace import inside_workspace, list_dirs
 from turnstile.engine.errors import Lagged, TurnstileError
 from turnstile.engine.log import Record, SessionStopped, StreamEnded
 from turnstile.engine.runtime.info import MetricsSnapshot
@@ -41,6 +45,10 @@ __all__ = ["create_app"]
 
 CONSOLE_DIR: Final = Path(__file__).parent / "console"
 _JSON: Final = "application/json"
+MAX_TITLE: Final = 200
+"""The longest session title accepted (characters)."""
+FEATURES: Final = ("session_titles", "session_delete", "session_feed", "workspace_dirs", "replay")
+"""What ``GET /v1/server`` advertises; clients show controls only for what is listed."""
 
 
 class SessionOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -52,6 +60,12 @@ class SessionOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_tools: list[str] | None = None
     partial_messages: bool | None = None
     session_id: str | None = None
+
+
+class SessionPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PATCH /v1/sessions/{sid}`` body. ``title``: what session lists show (``""``: the first prompt)."""
+
+    title: str
 
 
 class TurnBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -70,32 +84,49 @@ def error_response(status: int, code: str, message: str) -> Response:
     return Response(error_body(code, message), status_code=status, media_type=_JSON)
 
 
-def create_app(runtime: Runtime, config: ServerConfig | None = None, *, guard: bool = True) -> ASGIApp:
+def create_app(
+    runtime: Runtime,
+    config: ServerConfig | None = None,
+    agent_check: AgentCheck | None = None,
+    *,
+    guard: bool = True,
+) -> ASGIApp:
     """The ASGI app serving ``runtime``. Needs to run on trio (the runtime's event loop).
+
+    ``agent_check`` (what ``turnstile serve`` runs at start) feeds ``GET /v1/agent`` and ``/readyz``.
 
     Every request passes the browser-safety rules and the token check (:mod:`adapters.guard`) first;
     ``guard=False`` leaves that to the caller, who must then wrap the app (or its server) in
     :class:`adapters.guard.BrowserGuard` itself (``turnstile serve`` guards its whole port).
     """
     config = config or ServerConfig()
-    api = _Api(runtime, config)
+    api = _Api(runtime, config, agent_check)
     routes: list[BaseRoute] = [
         Route("/healthz", api.healthz, methods=["GET", "HEAD"]),
         Route("/readyz", api.readyz, methods=["GET", "HEAD"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/v1/machines", api.machines, methods=["GET"]),
+        Route("/v1/agent", api.agent, methods=["GET"]),
+        Route("/v1/server", api.server_info, methods=["GET"]),
+        Route("/v1/workspace/dirs", api.workspace_dirs, methods=["GET"]),
+        Route("/v1/replay", api.replay_upload, methods=["POST"]),
         Route("/v1/sessions", api.list_sessions, methods=["GET"]),
         Route("/v1/sessions", api.create_session, methods=["POST"]),
+        # Before /v1/sessions/{sid}, which would take "events" for a session id.
+        Route("/v1/sessions/events", api.sessions_feed, methods=["GET"]),
         Route("/v1/sessions/{sid}", api.get_session, methods=["GET"]),
+        Route("/v1/sessions/{sid}", api.update_session, methods=["PATCH"]),
         Route("/v1/sessions/{sid}", api.delete_session, methods=["DELETE"]),
         Route("/v1/sessions/{sid}/events", api.session_events, methods=["GET"]),
         Route("/v1/sessions/{sid}/log", api.session_log, methods=["GET"]),
+        Route("/v1/sessions/{sid}/replay", api.session_replay, methods=["GET"]),
         Route("/v1/sessions/{sid}/turns", api.start_turn, methods=["POST"]),
         Route("/v1/sessions/{sid}/turns/{tid}", api.get_turn, methods=["GET"]),
         Route("/v1/sessions/{sid}/turns/{tid}/events", api.turn_events, methods=["GET"]),
         Route("/v1/sessions/{sid}/turns/{tid}/interrupt", api.interrupt, methods=["POST"]),
         Route("/", api.console, methods=["GET"]),
         *chat_routes(runtime, config),  # the Vercel AI SDK's chat protocol at /v1/chat (docs/ai-sdk.md)
+        Route("/replay", api.replay_page, methods=["GET"]),
     ]
     if CONSOLE_DIR.is_dir():
         routes.append(Mount("/console", app=StaticFiles(directory=CONSOLE_DIR), name="console"))
@@ -105,7 +136,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None, *, guard: b
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(config.allowed_origins),
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["authorization", "content-type", "last-event-id"],
                 allow_credentials=True,
             )
@@ -175,9 +206,10 @@ def parse_after(request: Request, *, last_seq: int) -> int:
 
 
 class _Api:
-    def __init__(self, runtime: Runtime, config: ServerConfig) -> None:
+    def __init__(self, runtime: Runtime, config: ServerConfig, agent_check: AgentCheck | None = None) -> None:
         self.runtime = runtime
         self.config = config
+        self.agent_check = agent_check or AgentCheck(runtime.config.default_agent, enabled=False)
         self.sse_lagged = 0
         self.workspace = Path(config.workspace_root or os.getcwd()).resolve()
         self.registry = metrics_registry(self._metrics_snapshot)
@@ -190,8 +222,16 @@ class _Api:
     async def readyz(self, request: Request) -> Response:
         ready = self.runtime.readiness()
         body = msgspec.to_builtins(ready)
-        body["reason"] = "; ".join(ready.reasons) if ready.reasons else None
-        return json_response(body, 200 if ready.ready else 503)
+        problem = self.agent_check.problem()
+        if problem:
+            body["ready"] = False
+            body["reasons"].append(problem)
+        body["reason"] = "; ".join(body["reasons"]) if body["reasons"] else None
+        body["agent"] = self.agent_check.brief()
+        return json_response(body, 200 if body["ready"] else 503)
+
+    async def agent(self, request: Request) -> Response:
+        return json_response(self.agent_check.report)
 
     def _metrics_snapshot(self) -> MetricsSnapshot:
         # SSE subscribers that lagged are ended here, not in the runtime: count them with its own.
@@ -207,6 +247,22 @@ class _Api:
         from turnstile.adapters.machines_view import machines_json
 
         return json_response(machines_json())
+
+    async def server_info(self, request: Request) -> Response:
+        base = self.runtime.config.default_agent
+        return json_response(
+            {
+                "agent": base.agent,
+                "model": base.model,
+                "workspace_root": str(self.workspace),
+                "features": list(FEATURES),
+            }
+        )
+
+    async def workspace_dirs(self, request: Request) -> Response:
+        rel = request.query_params.get("path", "")
+        hidden = request.query_params.get("hidden", "") in ("1", "true", "yes")
+        return json_response(list_dirs(self.workspace, rel, hidden=hidden))
 
     # --- sessions ----------------------------------------------------------------------------------
 
@@ -234,7 +290,7 @@ class _Api:
             if getattr(options, name) is not None:
                 changes[name] = getattr(options, name)
         if options.cwd is not None:
-            changes["cwd"] = str(self._inside_workspace(options.cwd))
+            changes["cwd"] = str(inside_workspace(self.workspace, options.cwd))
         if options.allowed_tools is not None:
             extra = sorted(set(options.allowed_tools) - set(base.allowed_tools))
             if extra:
@@ -246,37 +302,46 @@ class _Api:
                     "start the server with --allowed-tools to allow more",
                 )
             changes["allowed_tools"] = tuple(options.allowed_tools)
+        if options.session_id == "events":
+            raise ApiError(
+                400,
+                "invalid_config",
+                "session id 'events' is reserved (GET /v1/sessions/events); pick another",
+            )
         agent = msgspec.structs.replace(base, **changes) if changes else None
         info = await self.runtime.create_session(agent, session_id=options.session_id)
         return json_response(info, 201)
-
-    def _inside_workspace(self, cwd: str) -> Path:
-        """``cwd`` resolved (relative to the workspace root; symbolic links followed) and checked to lie
-        inside the workspace root and to be a directory."""
-        if "\x00" in cwd:
-            raise ApiError(400, "invalid_cwd", "cwd must not contain NUL characters")
-        try:
-            path = (self.workspace / cwd).resolve()
-        except (OSError, RuntimeError) as exc:
-            raise ApiError(400, "invalid_cwd", f"cwd {cwd!r} cannot be resolved: {exc}") from None
-        if not path.is_relative_to(self.workspace):
-            raise ApiError(
-                403,
-                "cwd_not_allowed",
-                f"cwd {cwd!r} is outside the workspace root {self.workspace} (after resolving '..' and "
-                "symbolic links); start the server with --workspace-root to change it",
-            )
-        if not path.is_dir():
-            raise ApiError(400, "invalid_cwd", f"cwd {cwd!r} is not a directory inside {self.workspace}")
-        return path
 
     async def get_session(self, request: Request) -> Response:
         return json_response(await views.session_info(self.runtime, request.path_params["sid"]))
 
     async def delete_session(self, request: Request) -> Response:
         sid = request.path_params["sid"]
+        purge = request.query_params.get("purge", "")
+        if purge not in ("", "0", "false", "1", "true"):
+            raise ApiError(400, "invalid_purge", f"purge must be true or false, got {purge!r}")
+        if purge in ("1", "true"):
+            await views.session(self.runtime, sid)  # 404 before anything is stopped
+            await self.runtime.delete_session(sid)
+            return json_response({"id": sid, "deleted": True})
         await self.runtime.stop_session(sid)
         return json_response(await views.session_info(self.runtime, sid), 202)
+
+    async def update_session(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        body = await read_body(request, self.config.max_body_bytes, what="session update")
+        patch = decode_json(body, SessionPatch)
+        title = " ".join(patch.title.split())  # one line: newlines and runs of spaces become one space
+        if len(title) > MAX_TITLE:
+            raise ApiError(
+                400, "invalid_title", f"a title is at most {MAX_TITLE} characters, got {len(title)}"
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in title):
+            raise ApiError(400, "invalid_title", "a title must not contain control characters")
+        return json_response(await self.runtime.set_title(sid, title))
+
+    async def sessions_feed(self, request: Request) -> Response:
+        return _SessionFeedResponse(self)
 
     # --- turns -------------------------------------------------------------------------------------
 
@@ -336,6 +401,34 @@ class _Api:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    # --- replay viewer ------------------------------------------------------------------------------
+
+    async def session_replay(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        last = await views.last_seq(self.runtime, sid)
+        limit = self.config.max_replay_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in views.read_log(self.runtime, sid, after=0, upto=last):
+            for rec in chunk:
+                size += len(rec.data) + 1
+                if size > limit:
+                    raise ApiError(
+                        413,
+                        "log_too_large",
+                        f"session {sid}'s log is over {limit} bytes (max_replay_bytes); replay it with "
+                        "`turnstile replay --json --trace` on the file instead",
+                    )
+                parts.append(rec.data)
+        data = b"\n".join(parts) + b"\n"
+        return Response(await replay_document(data, name=sid), media_type=_JSON)
+
+    async def replay_upload(self, request: Request) -> Response:
+        body = await read_body(request, self.config.max_replay_bytes, what="replay", code="log_too_large")
+        upload = decode_json(body, ReplayUpload)
+        name = upload.name[:200] or "upload"
+        return Response(await replay_document(upload.text.encode("utf-8"), name=name), media_type=_JSON)
+
     # --- console -----------------------------------------------------------------------------------
 
     async def console(self, request: Request) -> Response:
@@ -343,6 +436,12 @@ class _Api:
         if not index.exists():
             return error_response(404, "no_console", "the web console is not installed in this build")
         return FileResponse(index, media_type="text/html")
+
+    async def replay_page(self, request: Request) -> Response:
+        page = CONSOLE_DIR / "replay.html"
+        if not page.exists():
+            return error_response(404, "no_console", "the replay viewer is not installed in this build")
+        return FileResponse(page, media_type="text/html")
 
 
 class _SseResponse(Response):
@@ -385,4 +484,23 @@ class _SseResponse(Response):
             send_timeout_s=cfg.send_timeout_s,
             extra_headers=self.extra,
             on_lag=lagged,
+        )
+
+
+class _SessionFeedResponse(Response):
+    """``GET /v1/sessions/events``: see :mod:`adapters.session_feed`."""
+
+    def __init__(self, api: _Api) -> None:
+        super().__init__(status_code=200)
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cfg = self.api.config
+        await stream_session_summaries(
+            self.api.runtime,
+            receive,
+            send,
+            retry_ms=cfg.sse_retry_ms,
+            heartbeat_s=cfg.heartbeat_s,
+            send_timeout_s=cfg.send_timeout_s,
         )

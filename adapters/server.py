@@ -23,6 +23,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from turnstile.adapters.agentcheck import AgentCheck
 from turnstile.adapters.config import ServerConfig
 from turnstile.adapters.errors import error_body
 from turnstile.adapters.guard import BrowserGuard, request_policy
@@ -146,9 +147,11 @@ async def _serve_until(
             server = msgspec.structs.replace(server, port=http_port)
             policy.http_port = http_port
             async with open_runtime(runtime_config) as runtime:
-                starting.app = create_app(runtime, server, guard=False)
+                agent_check = AgentCheck(runtime_config.default_agent, enabled=server.agent_check)
+                starting.app = create_app(runtime, server, agent_check, guard=False)
                 starting.ready.set()
                 async with trio.open_nursery() as front:
+                    front.start_soon(agent_check.run)  # in the background; cancelled at shutdown
                     ws_port: int | None = None
                     if server.ws_port >= 0:
                         ws_port = await front.start(serve_websockets, runtime, server, connections)

@@ -39,7 +39,15 @@ import trio
 from turnstile.engine.errors import StorageFailed
 from turnstile.engine.log import CliLine, Record, kind_of
 
-__all__ = ["SSE_HEADERS", "SseSource", "format_record", "format_storage_failed", "stream_sse"]
+__all__ = [
+    "SSE_HEADERS",
+    "Sender",
+    "SseSource",
+    "cancel_on_disconnect",
+    "format_record",
+    "format_storage_failed",
+    "stream_sse",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -127,8 +135,8 @@ async def stream_sse(
     # deadline are kept by one watchdog task per response instead of a cancel scope per event (each
     # costs a deadline-heap entry, and at thousands of events a second that showed in the profiles).
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-        out = _Sender(send)
+        nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
+        out = Sender(send)
         nursery.start_soon(out.watch, heartbeat_s, send_timeout_s, nursery.cancel_scope)
         start = {
             "type": "http.response.start",
@@ -193,7 +201,7 @@ async def stream_sse(
         nursery.cancel_scope.cancel()
 
 
-class _Sender:
+class Sender:
     """One response's ASGI ``send``, with the bookkeeping its watchdog needs (no timers per send)."""
 
     def __init__(self, send: Send) -> None:
@@ -243,7 +251,8 @@ class _Sender:
             await trio.sleep_until(max(wake, now + 0.001))
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (a streamed response's companion task)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

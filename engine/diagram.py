@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 from turnstile.engine.errors import TurnstileError
 from turnstile.engine.specs import REFLEXIVE, Spec, edges
 
-__all__ = ["dot", "markdown_section", "mermaid", "update_doc"]
+__all__ = ["Arrow", "Drawing", "dot", "drawing", "markdown_section", "mermaid", "update_doc"]
 
 _INDENT: Final = "    "
 
@@ -66,8 +66,32 @@ def _joined(labels: list[str]) -> str:
     return ", ".join(labels)
 
 
-def mermaid(spec: Spec) -> str:
-    """The machine as a Mermaid ``stateDiagram-v2`` (renders on GitHub)."""
+class Arrow(NamedTuple):
+    """One drawn arrow: ``source`` and ``dest`` are states or (outside a group) group names; ``label`` its
+    triggers joined (``a, b [guard]``)."""
+
+    source: str
+    dest: str
+    label: str
+
+
+class Drawing(NamedTuple):
+    """What a state diagram draws, computed once from a spec for every renderer (Mermaid, the console).
+
+    ``groups``: each group's member states, in spec order (groups without members are left out).
+    ``inner``: per group, the arrows between two of its members. ``outer``: the other arrows, a member
+    of a group replaced by the group (the Drawing rules in this module's docstring).
+    """
+
+    initial: str
+    groups: dict[str, list[str]]
+    inner: dict[str, list[Arrow]]
+    outer: list[Arrow]
+    terminal: list[str]
+
+
+def drawing(spec: Spec) -> Drawing:
+    """The machine as drawn: groups as composites, arrows merged, self-transitions left out."""
     group_of = {name: state.group for name, state in spec.states.items()}
 
     def node(state: str) -> str:
@@ -81,24 +105,42 @@ def mermaid(spec: Spec) -> str:
             inner[group].append((source, dest, label))
         else:
             outer.append((node(source), node(dest), label))
-    lines = ["stateDiagram-v2", f"{_INDENT}direction LR", f"{_INDENT}[*] --> {node(spec.initial)}"]
-    for group in spec.groups:
-        members = [name for name, g in group_of.items() if g == group]
-        if not members:
-            continue
+    groups = {
+        group: members
+        for group in spec.groups
+        if (members := [name for name, g in group_of.items() if g == group])
+    }
+    return Drawing(
+        initial=spec.initial,
+        groups=groups,
+        inner={
+            group: [Arrow(s, d, _joined(labels)) for (s, d), labels in _arrows(inner[group]).items()]
+            for group in groups
+        },
+        outer=[Arrow(s, d, _joined(labels)) for (s, d), labels in _arrows(outer).items()],
+        terminal=[name for name, state in spec.states.items() if state.terminal],
+    )
+
+
+def mermaid(spec: Spec) -> str:
+    """The machine as a Mermaid ``stateDiagram-v2`` (renders on GitHub)."""
+    drawn = drawing(spec)
+    group_of = {name: state.group for name, state in spec.states.items()}
+    start = group_of[spec.initial] or spec.initial
+    lines = ["stateDiagram-v2", f"{_INDENT}direction LR", f"{_INDENT}[*] --> {start}"]
+    for group, members in drawn.groups.items():
         lines.append(f"{_INDENT}state {group} {{")
         if spec.initial in members:
             lines.append(f"{_INDENT * 2}[*] --> {spec.initial}")
         for member in members:
             lines.append(f"{_INDENT * 2}{member}")
-        for (source, dest), labels in _arrows(inner[group]).items():
-            lines.append(f"{_INDENT * 2}{source} --> {dest}: {_joined(labels)}")
+        for arrow in drawn.inner[group]:
+            lines.append(f"{_INDENT * 2}{arrow.source} --> {arrow.dest}: {arrow.label}")
         lines.append(f"{_INDENT}}}")
-    for (source, dest), labels in _arrows(outer).items():
-        lines.append(f"{_INDENT}{source} --> {dest}: {_joined(labels)}")
-    for name in spec.states:
-        if spec.states[name].terminal:
-            lines.append(f"{_INDENT}{name} --> [*]")
+    for arrow in drawn.outer:
+        lines.append(f"{_INDENT}{arrow.source} --> {arrow.dest}: {arrow.label}")
+    for name in drawn.terminal:
+        lines.append(f"{_INDENT}{name} --> [*]")
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,11 @@ class AgentBinaryNotFound(TurnstileError):
     """The agent's executable could not be located; the message lists where it was searched."""
 
 
+class CliFetchError(TurnstileError):
+    """A Claude Code CLI version could not be fetched from the npm registry (no such version, registry
+    unreachable, npm missing, no build for this platform); the message says which and what to do."""
+
+
 class SpecError(TurnstileError):
     """A machine specification in ``specs/`` is invalid; the message names the spec and the problem."""
 

@@ -84,6 +84,7 @@ from turnstile.engine.log import (
     SessionShutdown,
     SessionStopped,
     SessionStopRequested,
+    SessionTitled,
     StreamEnded,
     StreamStalled,
     Timeout,
@@ -496,6 +497,13 @@ class SessionFold:
         self._phases = {name: state.phase or "waiting" for name, state in self._tk.spec.states.items()}
         self.session_id = session_id
         self.cli_session_id: str | None = None
+        #: The title someone gave the session (``session.titled``); None: lists show the first prompt.
+        self.title: str | None = None
+        #: The start of the first turn's prompt (at most :data:`PROMPT_PREVIEW` characters).
+        self.first_prompt: str | None = None
+        #: True while the session has no process only because the server restarted (``session.recovered``
+        #: and no process since): not a crash — the next turn resumes the conversation.
+        self.restarted = False
         self.streams: dict[str, StreamView] = {}
         self.violations: list[Violation] = []
         self._open: dict[str, StreamView] = {}
@@ -702,6 +710,8 @@ class SessionFold:
 
     def _on_turn_requested(self, entry: TurnRequested, changes: list[Change]) -> None:
         self._engine_entry()
+        if self.first_prompt is None:
+            self.first_prompt = _prompt_preview(entry.prompt)
         sid = entry.stream
         if sid is None:
             sid = self._fresh_id()
@@ -805,12 +815,14 @@ class SessionFold:
 
     def _on_process_spawned(self, entry: ProcessSpawned, changes: list[Change]) -> None:
         self._engine_entry()
+        self.restarted = False
         self._pid = entry.pid
         self._cost_base = None  # the CLI's running cost total starts again with each process
         self._fire_session("process_spawned", entry.seq, changes)
 
     def _on_process_spawn_failed(self, entry: ProcessSpawnFailed, changes: list[Change]) -> None:
         self._engine_entry()
+        self.restarted = False
         reason = _one_line(f"spawn failed: {entry.error}")
         for s in list(self._open.values()):
             if not s._dispatched:
@@ -838,10 +850,12 @@ class SessionFold:
         self._cost_base = None
         self._end_open(entry, changes, "server restarted")
         self._fire_session("session_recovered", entry.seq, changes)
+        self.restarted = self._session.state == "crashed"
 
     def _on_stop_requested(self, entry: SessionStopRequested, changes: list[Change]) -> None:
         self._engine_entry()
         self._end_open(entry, changes, _one_line(entry.reason or "session stopped"), cancel=True)
+        self.restarted = False
         self._fire_session("stop_requested", entry.seq, changes)
 
     def _on_shutdown(self, entry: SessionShutdown, changes: list[Change]) -> None:
@@ -859,8 +873,13 @@ class SessionFold:
         # The stall began at the last progress, not when it was noticed: its time counts as stalled.
         self._fire_stream(s, "stall", entry, changes, at=entry.since)
 
+    def _on_session_titled(self, entry: SessionTitled, changes: list[Change]) -> None:
+        self._engine_entry()
+        self.title = entry.title.strip() or None
+
     def _on_session_stopped(self, entry: SessionStopped, changes: list[Change]) -> None:
         self._engine_entry()
+        self.restarted = False
         self._end_open(
             entry,
             changes,
@@ -1049,6 +1068,23 @@ def _delta_trigger(event: ContentBlockDelta) -> str:
     return "think" if dt is ThinkingDelta or dt is SignatureDelta else "respond"
 
 
+PROMPT_PREVIEW: Final = 200
+"""How much of the first prompt :attr:`SessionFold.first_prompt` keeps (characters)."""
+
+
+def _prompt_preview(prompt: str | list[dict[str, Any]]) -> str:
+    """The start of a prompt's text: a string prompt, or the text blocks of a content-block prompt."""
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        text = " ".join(
+            str(block.get("text", ""))
+            for block in prompt
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+    return text[:PROMPT_PREVIEW]
+
+
 def _opens_turn(view: Message | LineError) -> bool:
     """Whether a CLI line belongs to a turn (so, in a raw transcript, opens one when none is open)."""
     vt = type(view)
@@ -1075,6 +1111,7 @@ _HANDLERS: Final[dict[type, Callable[[SessionFold, Any, list[Change]], None]]] =
     StreamStalled: SessionFold._on_stalled,
     CliDecodeError: SessionFold._on_cli_damage,
     CliOversized: SessionFold._on_cli_damage,
+    SessionTitled: SessionFold._on_session_titled,
 }
 """Engine entries and the method that folds each (CLI lines take a fast path in :meth:`SessionFold.apply`)."""
 

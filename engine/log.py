@@ -65,6 +65,7 @@ __all__ = [
     "SessionShutdown",
     "SessionStopRequested",
     "SessionStopped",
+    "SessionTitled",
     "Stderr",
     "StreamEnded",
     "StreamStalled",
@@ -167,6 +168,13 @@ class SessionShutdown(_Entry, frozen=True, kw_only=True, tag="session.shutdown")
     process is closed, but the session is not over (after a restart it goes on with ``--resume``)."""
 
     reason: str = ""
+
+
+class SessionTitled(_Entry, frozen=True, kw_only=True, tag="session.titled"):
+    """Someone named the session (what session lists show); an empty ``title`` means "no title": lists
+    fall back to the first prompt."""
+
+    title: str = ""
 
 
 class SessionRecovered(_Entry, frozen=True, kw_only=True, tag="session.recovered"):
@@ -361,6 +369,7 @@ Entry: TypeAlias = (
     | SessionStopRequested
     | SessionStopped
     | SessionRecovered
+    | SessionTitled
     | ProcessSpawned
     | ProcessSpawnFailed
     | ProcessExited

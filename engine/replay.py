@@ -26,6 +26,7 @@ from turnstile.engine.transcript import Item
 
 __all__ = [
     "ReplayReport",
+    "Replayer",
     "StreamSummary",
     "TraceStep",
     "golden_diff",
@@ -128,6 +129,69 @@ def summarize(view: StreamView) -> StreamSummary:
     )
 
 
+class Replayer:
+    """An incremental replay: :meth:`feed` items in as many calls as suits the caller (a server yields to
+    other tasks between chunks), then take the :meth:`report`. :func:`replay` is the one-call form.
+
+    ``on_change`` sees each state change as it happens; ``keep_trace`` also keeps them in the report.
+    Call :meth:`close` when done (it takes the fold's models out of the shared machines).
+    """
+
+    def __init__(
+        self, *, on_change: Callable[[Change], None] | None = None, keep_trace: bool = False
+    ) -> None:
+        self._fold = SessionFold()
+        self._pool = PoolFold()
+        self._on_change = on_change
+        self._kept: list[TraceStep] | None = [] if keep_trace else None
+        self.entries = 0
+        self.damaged = 0
+
+    def feed(self, items: Iterable[Item], on_item: Callable[[int], None] | None = None) -> None:
+        """Fold ``items`` (from :func:`engine.transcript.read_entries`); ``on_item`` gets the count so far."""
+        fold, pool, on_change, kept = self._fold, self._pool, self._on_change, self._kept
+        traced = on_change is not None or kept is not None
+        apply = fold.apply
+        for _, entry, view in items:
+            self.entries += 1
+            changes = apply(entry, view)
+            et = type(entry)
+            if et is not CliLine:  # CLI lines (most entries) are neither damaged nor the pool's
+                if et in _DAMAGED:
+                    self.damaged += 1
+                elif et in POOL_ENTRIES:
+                    changes += pool.apply(entry)
+            if traced:
+                for change in changes:
+                    if on_change is not None:
+                        on_change(change)
+                    if kept is not None:
+                        kept.append(TraceStep(**change._asdict()))
+            if on_item is not None:
+                on_item(self.entries)
+
+    def report(self) -> ReplayReport:
+        """What the items fed so far replay to."""
+        fold, pool = self._fold, self._pool
+        return ReplayReport(
+            entries=self.entries,
+            valid_entries=self.entries - self.damaged,
+            session_state=fold.session_state,
+            cli_session_id=fold.cli_session_id,
+            streams=[summarize(view) for view in fold.streams.values()],
+            violations=[*fold.violations, *pool.violations],
+            pool=PoolSummary(state=pool.state, reason=pool.reason, target=pool.target, warm=dict(pool.warm))
+            if pool.entries
+            else None,
+            changes=list(self._kept) if self._kept is not None else None,
+        )
+
+    def close(self) -> None:
+        """Release the folds' machine models."""
+        self._fold.close()
+        self._pool.close()
+
+
 def replay(
     items: Iterable[Item],
     *,
@@ -141,46 +205,12 @@ def replay(
     ``keep_trace`` also keeps them in the report (``--json --trace``). ``on_item`` is called with the
     running count of entries (for a progress bar).
     """
-    fold = SessionFold()
-    pool = PoolFold()
-    entries = 0
-    damaged = 0
-    kept: list[TraceStep] | None = [] if keep_trace else None
-    traced = on_change is not None or kept is not None
-    apply = fold.apply
+    replayer = Replayer(on_change=on_change, keep_trace=keep_trace)
     try:
-        for _, entry, view in items:
-            entries += 1
-            changes = apply(entry, view)
-            et = type(entry)
-            if et is not CliLine:  # CLI lines (most entries) are neither damaged nor the pool's
-                if et in _DAMAGED:
-                    damaged += 1
-                elif et in POOL_ENTRIES:
-                    changes += pool.apply(entry)
-            if traced:
-                for change in changes:
-                    if on_change is not None:
-                        on_change(change)
-                    if kept is not None:
-                        kept.append(TraceStep(**change._asdict()))
-            if on_item is not None:
-                on_item(entries)
-        return ReplayReport(
-            entries=entries,
-            valid_entries=entries - damaged,
-            session_state=fold.session_state,
-            cli_session_id=fold.cli_session_id,
-            streams=[summarize(view) for view in fold.streams.values()],
-            violations=[*fold.violations, *pool.violations],
-            pool=PoolSummary(state=pool.state, reason=pool.reason, target=pool.target, warm=dict(pool.warm))
-            if pool.entries
-            else None,
-            changes=kept,
-        )
+        replayer.feed(items, on_item)
+        return replayer.report()
     finally:
-        fold.close()
-        pool.close()
+        replayer.close()
 
 
 # --- rendering ---------------------------------------------------------------------------------------------

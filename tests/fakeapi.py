@@ -116,9 +116,9 @@ class ApiError:
 class Hang:
     """A response that never finishes: headers (and ``message_start``) then silence until close.
 
-    With ``send_message_start=False`` only the response headers are sent. With ``ping_every_s``, an SSE
-    ``ping`` event every that many seconds meanwhile: a stalled stream that is kept alive, as the real
-    API does (the CLI passes each ping on as a ``stream_event``).
+    With ``send_message_start=False`` only the response headers are sent. With ``ping_every_s`` the
+    stream is not silent: an SSE ``ping`` event every that many seconds (what the real API sends while
+    a response is slow), but still no content.
     """
 
     send_message_start: bool = True
@@ -382,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         msg_id = fake._next_id("msg")
         if isinstance(reply, Hang) and not reply.send_message_start:
-            self._hang()
+            self._hang(reply.ping_every_s)
         self._event(
             "message_start",
             {
@@ -530,9 +530,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _hang(self, ping_every_s: float | None = None) -> None:
-        while ping_every_s is not None and not self.server.fake._closing.wait(ping_every_s):
+        if ping_every_s is None:  # (the non-streaming path passes None: no SSE to ping on)
+            self.server.fake._closing.wait()
+            raise _Disconnected
+        while not self.server.fake._closing.wait(ping_every_s):
             self._event("ping", {"type": "ping"})
-        self.server.fake._closing.wait()
         raise _Disconnected
 
 

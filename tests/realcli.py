@@ -59,6 +59,7 @@ def cli_version(binary: str, timeout: float = 10.0) -> str:
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, "DISABLE_AUTOUPDATER": "1"},  # never let a CLI update itself under a test
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"`{binary} --version` failed to run: {exc}") from exc

@@ -181,7 +181,10 @@ class ApiRetryPart(_Chunk, frozen=True, kw_only=True, tag="data-turnstile-api-re
 
 
 class TimingData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """How the turn ended and where its time went (milliseconds; ``None`` when unknown)."""
+    """How the turn ended and where its time went (milliseconds; ``None`` when unknown): the outcome and
+    reason, then every field of the engine's :class:`~engine.timing.TurnTiming`, camelCase (msgspec
+    renames only a class's own fields, so they are listed here; the mapping passes them all by name, so a
+    field added there and not here fails the tests at once)."""
 
     outcome: str
     reason: str = ""

@@ -429,22 +429,8 @@ class TurnMapper:
 
 
 def _timing(entry: StreamEnded) -> TimingData:
-    t = entry.timing
-    if t is None:
-        return TimingData(outcome=entry.outcome, reason=entry.reason)
-    return TimingData(
-        outcome=entry.outcome,
-        reason=entry.reason,
-        total_ms=t.total_ms,
-        ttfe_ms=t.ttfe_ms,
-        thinking_ms=t.thinking_ms,
-        responding_ms=t.responding_ms,
-        tool_ms=t.tool_ms,
-        tool_calls=t.tool_calls,
-        input_tokens=t.input_tokens,
-        output_tokens=t.output_tokens,
-        cost_usd=t.cost_usd,
-    )
+    timing = msgspec.structs.asdict(entry.timing) if entry.timing is not None else {}
+    return TimingData(outcome=entry.outcome, reason=entry.reason, **timing)
 
 
 def _tool_output(content: str | list[Any] | None) -> Any:

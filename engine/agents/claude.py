@@ -14,6 +14,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from turnstile.engine.errors import AgentBinaryNotFound
 from turnstile.engine.protocol import encode_stdin, interrupt_request, user_input
@@ -22,9 +23,13 @@ __all__ = [
     "BUNDLED_SDK_PACKAGE",
     "CLAUDE_BIN_ENV",
     "SDK_REQUIREMENT",
+    "BinarySource",
+    "LocatedBinary",
+    "bundled_claude_binary",
     "claude_argv",
     "find_claude_binary",
     "interrupt_line",
+    "locate_claude_binary",
     "offline_env",
     "user_message_line",
 ]
@@ -37,6 +42,10 @@ BUNDLED_SDK_PACKAGE = "claude_agent_sdk"
 SDK_REQUIREMENT = "claude-agent-sdk==0.2.184"
 
 _EXE_NAME = "claude.exe" if sys.platform == "win32" else "claude"
+
+BinarySource = Literal["flag", "env", "path", "bundled"]
+"""Where :func:`locate_claude_binary` found the CLI: ``--claude-bin`` (or a config's ``binary``),
+``$TURNSTILE_CLAUDE_BIN``, ``claude`` on PATH, or the ``claude-agent-sdk`` wheel."""
 
 
 def _is_executable_file(path: str) -> bool:
@@ -75,8 +84,25 @@ def _bundled_binary() -> tuple[str | None, str]:
     return None, f"bundled in {BUNDLED_SDK_PACKAGE} (no executable at {', '.join(tried)})"
 
 
+class LocatedBinary(NamedTuple):
+    """A CLI executable and where it was found (:func:`locate_claude_binary`)."""
+
+    path: str
+    source: BinarySource
+
+
 def find_claude_binary(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """Return the path of the Claude Code CLI executable to run.
+    """Return the path of the Claude Code CLI executable to run (see :func:`locate_claude_binary`).
+
+    Raises:
+        AgentBinaryNotFound: nothing usable was found; the message lists what was searched and
+            how to fix it.
+    """
+    return locate_claude_binary(explicit, env).path
+
+
+def locate_claude_binary(explicit: str | None = None, env: Mapping[str, str] | None = None) -> LocatedBinary:
+    """Find the Claude Code CLI executable, and say where it came from.
 
     Order of preference:
 
@@ -112,7 +138,7 @@ def find_claude_binary(explicit: str | None = None, env: Mapping[str, str] | Non
                 f"Claude Code CLI not found: --claude-bin {explicit!r} is not an executable file "
                 f"(nor a command on PATH). {fix}"
             )
-        return found
+        return LocatedBinary(found, "flag")
 
     from_env = environ.get(CLAUDE_BIN_ENV)
     if from_env:
@@ -122,15 +148,15 @@ def find_claude_binary(explicit: str | None = None, env: Mapping[str, str] | Non
                 f"Claude Code CLI not found: {CLAUDE_BIN_ENV}={from_env!r} is not an executable file "
                 f"(nor a command on PATH). {fix}"
             )
-        return found
+        return LocatedBinary(found, "env")
 
     on_path = shutil.which(_EXE_NAME, path=search_path) if search_path else None
     if on_path is not None:
-        return on_path
+        return LocatedBinary(on_path, "path")
 
     bundled, bundled_note = _bundled_binary()
     if bundled is not None:
-        return bundled
+        return LocatedBinary(bundled, "bundled")
 
     searched = [
         "--claude-bin (not given)",
@@ -139,6 +165,11 @@ def find_claude_binary(explicit: str | None = None, env: Mapping[str, str] | Non
         bundled_note,
     ]
     raise AgentBinaryNotFound(f"Claude Code CLI not found. Searched: {'; '.join(searched)}. {fix}")
+
+
+def bundled_claude_binary() -> str | None:
+    """The CLI bundled in the installed ``claude-agent-sdk`` wheel, or None (whatever is on PATH)."""
+    return _bundled_binary()[0]
 
 
 def claude_argv(

@@ -43,7 +43,12 @@ class TurnInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A session as an API shows it. ``agent`` hides ``env`` values (they may hold secrets)."""
+    """A session as an API shows it. ``agent`` hides ``env`` values (they may hold secrets).
+
+    ``title`` is the name someone gave it (``session.titled``; None: show ``first_prompt``, the start of
+    its first turn's prompt). ``last_activity``: the time of its latest log entry. ``restarted``: it is
+    ``crashed`` only because the server restarted — the next turn resumes the conversation.
+    """
 
     id: str
     state: str
@@ -58,6 +63,10 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     turns: list[TurnInfo]
     resume_failed: str | None = None
     log_error: str | None = None
+    title: str | None = None
+    first_prompt: str | None = None
+    last_activity: float | None = None
+    restarted: bool = False
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):

@@ -143,6 +143,8 @@ class Journal:
         self._folded_hooks: list[Listener] = []
         self._failure_hooks: list[FailureHook] = []
         self._store_released = False
+        #: Called after a batch that changed some machine state (the fold said so), before its settle.
+        self.on_change: Callable[[], None] | None = None
         self._live: set[Subscriber] = set()
         self.subscriptions: set[Subscriber] = set()
         self.lagged_total = 0
@@ -254,6 +256,8 @@ class Journal:
         if written:
             self._fan_out(written)
         if changed and self.folder is not None:
+            if self.on_change is not None:
+                self.on_change()
             self._settle(now)
         if self._announce:
             # After the batch that hit the failure is folded (and what it settles appended), so whatever

@@ -316,6 +316,9 @@ def agent_env(agent: AgentConfig) -> dict[str, str]:
     env = dict(os.environ) if agent.inherit_env else {}
     # Claude Code refuses to start "inside another Claude Code session" when it sees this variable.
     env.pop("CLAUDECODE", None)
+    if agent.agent == "claude":
+        # A server's CLI must stay the version it was started with: never let it update itself.
+        env.setdefault("DISABLE_AUTOUPDATER", "1")
     if agent.agent == "sim" and not agent.binary:
         # `python -m turnstile.engine.agents.sim` must import engine from wherever the agent's cwd is.
         path = env.get("PYTHONPATH")

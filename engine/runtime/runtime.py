@@ -54,7 +54,7 @@ from turnstile.engine.errors import (
     TurnstileError,
 )
 from turnstile.engine.fold import SessionFold
-from turnstile.engine.log import Entry, Record, SessionCreated, SessionStopped, StreamEnded
+from turnstile.engine.log import CliLine, Entry, Record, SessionCreated, SessionStopped, StreamEnded
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 from turnstile.engine.runtime.info import (
     TIMING_BUCKETS_MS,
@@ -70,6 +70,7 @@ from turnstile.engine.runtime.pool import Pool
 from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
 from turnstile.engine.runtime.session import Session
 from turnstile.engine.runtime.subscription import Subscription
+from turnstile.engine.runtime.watch import SessionWatch
 from turnstile.engine.stores import LogStore
 from turnstile.engine.stores.file import FileLogRepository, validate_session_id
 from turnstile.engine.stores.memory import MemoryLogStore
@@ -176,6 +177,7 @@ class Runtime:
         self._hist_total = _Histogram()
         self._hist_ttfe = _Histogram()
         self._checks: dict[str, tuple[float, str | None]] = {}
+        self._watches: set[SessionWatch] = set()
 
     # --- sessions ---------------------------------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class Runtime:
                 f"cannot create session {sid!r}: {reason}; free space in the data directory and retry"
             )
         self._sessions[sid] = session
+        self._mark(sid)
         # Shielded (it returns at once): a session is either created and running, or not created at all.
         with trio.CancelScope(shield=True):
             await self._start_session(session, prewarm=self.config.pool_size > 0)
@@ -324,6 +327,38 @@ class Runtime:
         session = self.session(sid)
         await session.stop(reason)
         session.close_log()
+
+    async def delete_session(self, sid: str, reason: str = "session deleted") -> None:
+        """Stop the session (as :meth:`stop_session`), then forget it and remove its log: it is listed no
+        more and its id can be used again. Raises :class:`SessionNotFound`, :class:`LogError` (the log
+        file could not be removed: the session is stopped but stays listed)."""
+        await self.stop_session(sid, reason)
+        if self._sessions.get(sid) is None:
+            return  # deleted meanwhile by another caller
+        if self._repo is not None:
+            self._repo.delete(sid)
+        del self._sessions[sid]
+        self._mark(sid)
+
+    async def set_title(self, sid: str, title: str) -> SessionInfo:
+        """Name a session (``session.titled`` is logged, durably); ``""`` goes back to no title (lists
+        show the first prompt). Raises :class:`SessionNotFound`, :class:`SessionStopped` (a stopped
+        session's log is closed), :class:`LogError`."""
+        await self._recovered.wait()
+        await trio.lowlevel.checkpoint()
+        session = self.session(sid)
+        session.set_title(title)
+        with trio.CancelScope(shield=True):
+            await session.journal.flush()
+        return session.info()
+
+    def watch_sessions(self) -> SessionWatch:
+        """Watch which sessions change (:class:`SessionWatch`); close it (or use it as a context manager)
+        when done. Marks: an engine entry appended, a CLI line that moves a machine, a session created,
+        read back or deleted."""
+        watch = SessionWatch(self._watches.discard)
+        self._watches.add(watch)
+        return watch
 
     def subscribe(
         self, sid: str, *, after: int = 0, stream: str | None = None
@@ -465,7 +500,25 @@ class Runtime:
             to_trio=self.clock.to_trio,
         )
         journal.add_listener(self._count)
+        journal.add_listener(lambda records: self._changed(sid, records))
+        journal.on_change = lambda: self._mark(sid)  # a machine moved (a turn's state, the session's)
         return session
+
+    def _changed(self, sid: str, records: Sequence[Record]) -> None:
+        """Mark ``sid`` for the session watchers when a batch carries an engine entry (CLI lines count
+        only when they move a machine: see ``journal.on_change``)."""
+        if not self._watches:
+            return
+        for rec in records:
+            if type(rec.entry) is not CliLine:
+                self._mark(sid)
+                return
+
+    def _mark(self, sid: str) -> None:
+        if not self._watches:
+            return
+        for watch in self._watches:
+            watch.mark(sid)
 
     def _count(self, records: Sequence[Record]) -> None:
         for rec in records:
@@ -571,6 +624,7 @@ class Runtime:
         else:
             session.created_at = _mtime(self._repo.path_for(sid))
         self._sessions[sid] = session
+        self._mark(sid)
         # Every turn without a stream.ended in the log ends now: those left open and those an earlier
         # recovery or the evidence ended but whose terminal entry was lost (a torn last line cut off by
         # the repair). A stopped session stays readable.
@@ -599,6 +653,8 @@ class Runtime:
         if self._closing:
             return  # close() already did it (or is doing it)
         self._closing = True
+        for watch in list(self._watches):
+            watch.close()  # live session lists end; the server is going away
         async with trio.open_nursery() as nursery:
             for session in list(self._sessions.values()):
                 nursery.start_soon(session.shutdown)

@@ -43,9 +43,10 @@ from turnstile.engine.conductor import (
     Write,
 )
 from turnstile.engine.errors import AgentBinaryNotFound, SpawnError, StorageUnavailable
+from turnstile.engine.errors import SessionStopped as SessionStoppedError
 from turnstile.engine.fold import SessionFold, StreamView
 from turnstile.engine.framing import Frame, LineFramer
-from turnstile.engine.log import Record, Stderr, StreamEnded
+from turnstile.engine.log import Record, SessionTitled, Stderr, StreamEnded
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 from turnstile.engine.runtime.info import SessionInfo, TurnInfo
 from turnstile.engine.runtime.journal import Journal
@@ -197,6 +198,10 @@ class Session:
             turns=turns,
             resume_failed=self.resume_failed,
             log_error=self.journal.write_error,
+            title=self.fold.title,
+            first_prompt=self.fold.first_prompt,
+            last_activity=self.fold.now,
+            restarted=self.fold.restarted,
         )
 
     def ended_event(self, stream: str) -> trio.Event:
@@ -231,6 +236,17 @@ class Session:
             f"session {self.id} cannot write its log ({self.journal.write_error}); no turn taken: "
             "retry when the storage works again (see /readyz)"
         )
+
+    def set_title(self, title: str) -> None:
+        """Log ``session.titled``. Raises :class:`SessionStopped` once the log is closed,
+        :class:`StorageUnavailable` when it cannot be written."""
+        if self.journal.closed:
+            raise SessionStoppedError(
+                f"session {self.id} is stopped and its log is closed, so its title cannot change"
+            )
+        self.journal.append(SessionTitled(seq=0, ts=None, title=title), self._clock())
+        if self.journal.write_error:
+            raise StorageUnavailable(f"session {self.id} cannot write its log ({self.journal.write_error})")
 
     def interrupt(self, stream: str, by: str = "client") -> None:
         """Interrupt ``stream`` (see :meth:`Conductor.interrupt`); the stream ends ``cancelled``.

@@ -38,7 +38,7 @@ FsyncPolicy: TypeAlias = Literal["always", "lifecycle", "never"]
 
 _LIFECYCLE_KINDS: Final = frozenset(
     {"turn.requested", "stream.ended", "process.spawned", "process.exited", "session.created"}
-    | {"session.stopped", "session.recovered", "log.repaired"}
+    | {"session.stopped", "session.recovered", "session.titled", "log.repaired"}
 )
 # Used with fullmatch: a `$` would also match before a trailing newline ("nl\n" would pass).
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -303,6 +303,17 @@ class FileLogRepository:
             return self.path_for(session_id).exists()
         except LogError:
             return False
+
+    def delete(self, session_id: str) -> None:
+        """Remove the log of ``session_id`` (close its store first); nothing happens when it has none.
+
+        Raises :class:`LogError` when the file cannot be removed.
+        """
+        path = self.path_for(session_id)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise LogError(f"cannot delete log {path}: {exc.strerror}") from exc
 
     def list_ids(self) -> list[str]:
         """Session ids with a log, oldest file first."""

@@ -411,12 +411,15 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def page_factory(browser: Any, request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Any]:
-    """``page_factory(viewport=...)`` opens a fresh browser context and page (with the EventSource spy).
+    """``page_factory(viewport=..., permissions=...)`` opens a fresh browser context and page (with the
+    EventSource spy).
     A failing test leaves a full-page screenshot of each of its pages in ``artifacts_dir``."""
     opened: list[tuple[Any, Any, PageWatch]] = []
 
-    def make(viewport: dict[str, int] | None = None) -> Any:
-        context = browser.new_context(viewport=viewport or {"width": 1280, "height": 800})
+    def make(viewport: dict[str, int] | None = None, permissions: list[str] | None = None) -> Any:
+        context = browser.new_context(
+            viewport=viewport or {"width": 1280, "height": 800}, permissions=permissions or []
+        )
         context.add_init_script(EVENTSOURCE_SPY)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -451,12 +454,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
-def save_docs_screenshot(page: Any, name: str = "console.png") -> Path | None:
-    """With ``TURNSTILE_DOCS_SCREENSHOT=1``, save the page as ``docs/<name>`` (committed by hand)."""
-    if os.environ.get("TURNSTILE_DOCS_SCREENSHOT") != "1":
-        return None
-    path = REPO / "docs" / name
-    tmp = path.with_suffix(".tmp.png")
-    page.screenshot(path=str(tmp))
-    shutil.move(tmp, path)
+def save_screenshot(page: Any, name: str, artifacts_dir: Path, *, full_page: bool = False) -> Path:
+    """Save a picture of the page as ``<artifacts_dir>/screens/<name>`` (every run, for a person to look at)
+    and, with ``TURNSTILE_DOCS_SCREENSHOT=1``, as ``docs/<name>`` too (the pictures docs/console.md shows)."""
+    screens = artifacts_dir / "screens"
+    screens.mkdir(parents=True, exist_ok=True)
+    path = screens / name
+    page.screenshot(path=str(path), full_page=full_page)
+    if os.environ.get("TURNSTILE_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(path, REPO / "docs" / name)
     return path

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import Server, save_docs_screenshot
+from tests.browser.conftest import Server, save_screenshot
+from turnstile.engine.agents.sim import parse_directives
 
 pytestmark = pytest.mark.slow
 
@@ -41,8 +43,10 @@ class ConsolePage:
         return self
 
     def new_session(self) -> str:
+        """New session with the dialog's defaults; returns its id."""
         before = self.page.evaluate("location.hash")
         self.page.get_by_test_id("new-session").click()
+        self.page.get_by_test_id("ns-create").click()
         self.page.wait_for_function("(before) => location.hash && location.hash !== before", arg=before)
         sid: str = self.page.evaluate("decodeURIComponent(location.hash.slice(1))")
         expect(self.page.get_by_test_id("session-id")).to_have_text(sid)
@@ -57,7 +61,7 @@ class ConsolePage:
         box.press("Enter")
         expect(turns).to_have_count(count + 1, timeout=LONG)
         turn = turns.nth(count)
-        expect(turn.get_by_test_id("turn-prompt")).to_have_text(prompt)
+        expect(turn.get_by_test_id("turn-prompt")).to_have_text(shown(prompt))
         return turn
 
     def wait_outcome(self, turn: Locator, outcome: str, timeout: float = LONG) -> None:
@@ -70,20 +74,37 @@ class ConsolePage:
         handle = turn.element_handle()
         self.page.wait_for_function(
             "([el, n]) => [...el.querySelectorAll('[data-testid=text-block]')]"
-            ".map(b => b.textContent).join('').length >= n",
+            ".map(b => b.markdownSource).join('').length >= n",
             arg=[handle, at_least],
             timeout=LONG,
         )
         return "".join(texts(turn))
 
     def open_event_sources(self) -> list[int]:
-        """readyState of every EventSource the page ever created (0 connecting, 1 open, 2 closed)."""
-        states: list[int] = self.page.evaluate("window.__eventSources.map(es => es.readyState)")
+        """readyState of every turn EventSource the page ever created (0 connecting, 1 open, 2 closed);
+        the session list's own feed stays open by design and is not counted."""
+        states: list[int] = self.page.evaluate(
+            "window.__eventSources.filter(es => es.url.includes('/turns/')).map(es => es.readyState)"
+        )
         return states
+
+    def show_machines(self) -> None:
+        toggle = self.page.get_by_test_id("machines-toggle")
+        if toggle.get_attribute("aria-pressed") != "true":
+            toggle.click()
+        expect(self.page.get_by_test_id("machines")).to_be_visible()
+
+
+def shown(prompt: str) -> str:
+    """A prompt as its bubble shows it: without the simulator's ``[[sim ...]]`` directives (removed as the
+    simulator itself reads them)."""
+    return re.sub(r"[ \t]+\n", "\n", parse_directives(prompt)[1]).strip()
 
 
 def texts(turn: Locator) -> list[str]:
-    return turn.get_by_test_id("text-block").all_text_contents()
+    """The turn's text blocks as the model wrote them (the markdown source each block renders)."""
+    found: list[str] = turn.get_by_test_id("text-block").evaluate_all("els => els.map(e => e.markdownSource)")
+    return found
 
 
 def badge_history(turn: Locator) -> list[str]:
@@ -155,7 +176,9 @@ def measure_interrupt(page: Page, turn: Locator, trigger: str, action: Any, limi
 # --- 1 -------------------------------------------------------------------------------------------------
 
 
-def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, page_factory: Any) -> None:
+def test_long_turn_with_37_tools_ends_done_and_stays_done(
+    server_factory: Any, page_factory: Any, artifacts_dir: Path
+) -> None:
     """The seed's bug: "Done, 388.4 s total, 37 tools" under a badge stuck at RECONNECTING. Here the
     terminal entry turns the badge DONE, the page closes its EventSource itself, and nothing reconnects."""
     server: Server = server_factory(pool_size=1)
@@ -192,7 +215,9 @@ def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, p
     assert turn.get_attribute("data-duplicates") is None
     assert texts(turn) == log_texts(server.log(sid), tid)
 
-    # The machines: the session's state and where it can go next, as GET /v1/machines has them.
+    # The machines (behind their toggle): the session's state and where it can go next, as GET
+    # /v1/machines has them.
+    ui.show_machines()
     machines = server.get_json("/v1/machines")
     state = server.get_json(f"/v1/sessions/{sid}")["state"]
     session_machine = page.get_by_test_id("session-machine")
@@ -204,11 +229,11 @@ def test_long_turn_with_37_tools_ends_done_and_stays_done(server_factory: Any, p
     expect(stream_machine.get_by_test_id("machine-next")).to_have_count(0)
     assert not page.watch.errors, page.watch.errors
 
-    # The picture in docs/console.md (TURNSTILE_DOCS_SCREENSHOT=1): two turns, a tool call opened, the
+    # The first picture in docs/console.md (TURNSTILE_DOCS_SCREENSHOT=1): two turns, a tool call opened, the
     # 37 tool calls folded, the answers and the timings.
     first.get_by_test_id("tool").first.locator("summary").click()
     page.get_by_test_id("transcript").evaluate("el => { el.scrollTop = el.scrollHeight; }")
-    save_docs_screenshot(page)
+    save_screenshot(page, "console.png", artifacts_dir)
 
 
 # --- 2 -------------------------------------------------------------------------------------------------
@@ -256,9 +281,15 @@ def test_server_killed_mid_turn_and_restarted(
     assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
     assert turn.get_attribute("data-duplicates") is None
     expect(page.get_by_test_id("pool-state")).not_to_contain_text("unreachable", timeout=LONG)
+    # The session is shown for what it is, live (no reload): not a red "crashed" but a restart.
+    expect(page.get_by_test_id("session-state-chip")).to_have_text("restarted", timeout=LONG)
+    expect(page.get_by_test_id("restart-note")).to_contain_text("next turn resumes the conversation")
+    expect(page.get_by_test_id("session-item").get_by_test_id("session-state")).to_have_text("restarted")
 
     second = ui.send("And now? [[sim text=6 ttft_ms=10 token_ms=5]]")
     ui.wait_outcome(second, "completed")
+    expect(page.get_by_test_id("restart-note")).to_be_hidden()
+    expect(page.get_by_test_id("session-state-chip")).to_have_text("idle", timeout=LONG)
     assert "".join(texts(second)).strip()
     page.wait_for_timeout(1200)
     assert all(s == 2 for s in ui.open_event_sources()), ui.open_event_sources()
@@ -438,9 +469,7 @@ def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory
     expect(page.get_by_test_id("turn")).to_have_count(0)
     box.press("Enter")
     turn = page.get_by_test_id("turn").first
-    expect(turn.get_by_test_id("turn-prompt")).to_have_text(
-        "first line\nsecond line [[sim text=8 ttft_ms=10 token_ms=5 tools=1 tool_s=0.05]]"
-    )
+    expect(turn.get_by_test_id("turn-prompt")).to_have_text("first line\nsecond line")
     ui.wait_outcome(turn, "completed")
     expect(page.get_by_test_id("session-item")).to_have_count(1)
     expect(turn.get_by_test_id("timing-tools")).to_have_text("1 tool")
@@ -451,8 +480,38 @@ def test_narrow_screen_with_token_and_keyboard(server_factory: Any, page_factory
     assert status == 202
     other = page.get_by_test_id("turn").nth(1)
     ui.wait_outcome(other, "completed")
-    expect(other.get_by_test_id("turn-prompt")).to_have_text("from the API [[sim text=5]]")
+    expect(other.get_by_test_id("turn-prompt")).to_have_text("from the API")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the screen"
     assert not [r for r in page.watch.responses if r[0] == 401], "a request went out without the token"
+    assert not page.watch.errors, page.watch.errors
+
+
+# --- the agent check -----------------------------------------------------------------------------------
+
+
+def test_the_top_bar_says_what_the_agent_cli_lacks(
+    server_factory: Any, page_factory: Any, tmp_path: Any
+) -> None:
+    """The server's agent check (``turnstile doctor`` at start) reaches the page: a stand-in ``claude`` (the
+    simulator behind a script) lacks ``get_context_usage``, and the top bar says so, with what Turnstile does
+    without it in the chip's title."""
+    import sys
+
+    from tests.browser.conftest import REPO
+
+    claude = tmp_path / "claude"
+    claude.write_text(
+        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" '
+        '-m turnstile.engine.agents.sim "$@"\n'
+    )
+    claude.chmod(0o755)
+    server: Server = server_factory(pool_size=0, args=("--agent", "claude", "--claude-bin", str(claude)))
+    page = page_factory()
+    ConsolePage(page, server.url).open()
+    chip = page.get_by_test_id("agent-state")
+    expect(chip).to_have_attribute("data-state", "degraded", timeout=LONG)
+    expect(chip).to_contain_text("agent degraded: without")
+    expect(chip).to_contain_text("get_context_usage")
+    assert "primed with `initialize` only" in (chip.get_attribute("title") or "")
     assert not page.watch.errors, page.watch.errors

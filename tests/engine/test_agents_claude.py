@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from turnstile.engine.agents.claude import (
+    bundled_claude_binary,
     claude_argv,
     find_claude_binary,
     interrupt_line,
+    locate_claude_binary,
     offline_env,
     user_message_line,
 )
@@ -34,6 +36,10 @@ def test_explicit_wins_over_env_and_path(tmp_path: Path) -> None:
     assert find_claude_binary(a, env=env) == a
     assert find_claude_binary(None, env=env) == b
     assert find_claude_binary(None, env={"PATH": str(tmp_path / "bin")}) == str(tmp_path / "bin" / "claude")
+    # ... and each says where it came from (`turnstile doctor` reports it).
+    assert locate_claude_binary(a, env=env).source == "flag"
+    assert locate_claude_binary(None, env=env).source == "env"
+    assert locate_claude_binary(None, env={"PATH": str(tmp_path / "bin")}).source == "path"
 
 
 def test_explicit_missing_binary_is_an_error_not_a_fallback(tmp_path: Path) -> None:
@@ -63,6 +69,8 @@ def test_bundled_binary_is_found_when_the_sdk_is_installed() -> None:
     except AgentBinaryNotFound:
         pytest.skip("claude-agent-sdk is not installed here")
     assert os.access(path, os.X_OK) and path.endswith("claude")
+    assert locate_claude_binary(None, env={"PATH": ""}) == (path, "bundled")
+    assert bundled_claude_binary() == path  # whatever is on PATH
 
 
 def test_argv() -> None:

@@ -262,7 +262,12 @@ def test_frames_of_is_the_framer(seed: int) -> None:
 # --- the fold -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "tests" / "fixtures" / "transcripts").glob("*.*json*")))
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "tests" / "fixtures" / "transcripts").glob("*.*json*"))
+    + sorted((ROOT / "tests" / "fixtures").glob("cli-*/*.jsonl")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
 def test_fold_with_views_is_fold_decoding_them(path: Path) -> None:
     items = list(read_entries(frames_of(path.read_bytes())))
     with_views = replay(items, keep_trace=True)

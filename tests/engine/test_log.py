@@ -45,7 +45,7 @@ from turnstile.engine.timing import TurnTiming
 
 FIXTURES = sorted((Path(__file__).parent.parent / "fixtures").glob("**/*.jsonl"))
 FIXTURE_LINES = [
-    pytest.param(path, n, line, id=f"{path.name}:{n}")
+    pytest.param(path, n, line, id=f"{path.parent.name}/{path.name}:{n}")
     for path in FIXTURES
     for n, line in enumerate(path.read_bytes().split(b"\n"), start=1)
     if line.strip()

@@ -644,18 +644,19 @@ def test_views_are_frozen() -> None:
 
 # --- lazy fields: kept as raw JSON by the decode, decoded when read ------------------------------------
 
-FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "cli-2.1.327"
+# Our recordings of every CLI version in the compatibility matrix (docs/compatibility.md), 2.1.74 to 2.1.332.
+FIXTURE_DIRS = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("cli-*"))
 
 
 def real_lines(kind: str, subtype: str | None = None) -> list[tuple[bytes, dict[str, Any]]]:
     """Every line of the recorded real-CLI fixtures of ``kind`` (and ``subtype``), with its JSON as dicts."""
     out = []
-    for path in sorted(FIXTURE_DIR.glob("*.jsonl")):
+    for path in sorted(p for d in FIXTURE_DIRS for p in d.glob("*.jsonl")):
         for line in path.read_bytes().splitlines():
             obj = json.loads(line)
             if obj.get("type") == kind and (subtype is None or obj.get("subtype") == subtype):
                 out.append((line, obj))
-    assert out, f"no {kind}/{subtype} line in {FIXTURE_DIR}"
+    assert out, f"no {kind}/{subtype} line in {FIXTURE_DIRS}"
     return out
 
 

@@ -1,6 +1,10 @@
 """Every recorded fixture replays to the streams and outcomes read from it by hand, to its golden
 trace byte for byte, and ``turnstile replay`` handles bad input with a one-line error.
 
+The corpus: the held-out transcripts in ``tests/fixtures/transcripts/`` (CLI 2.1.29 and 2.1.220, recorded by
+other projects) and our own recordings of every CLI version in the compatibility matrix,
+``tests/fixtures/cli-<version>/`` (docs/compatibility.md).
+
 Regenerate the golden files after an intended change with ``TURNSTILE_UPDATE_GOLDEN=1 pytest
 tests/engine/test_replay.py`` and review the diff.
 """
@@ -63,14 +67,40 @@ EXPECTED: dict[str, list[tuple[str, str, int]]] = {
 # The one expected violation: t3's result arrives after its first-event timeout ended it.
 EXPECTED_VIOLATIONS = {"turnstile__interrupt-escalated-then-recovery.ndjson": [(25, "t3", "complete")]}
 
+# Our recordings of each CLI version (tests/fixtures/record_real_cli.py): the same scripted scenarios for every
+# version, so one table per scenario, written from what each scenario scripts (see the directories' READMEs).
+CLI_DIRS = sorted(p for p in (ROOT / "tests" / "fixtures").glob("cli-*") if p.is_dir())
+CLI_EXPECTED: dict[str, list[tuple[str, str, int]]] = {
+    "plain-text.jsonl": [("t1", "completed", 0)],
+    "tool-turn.jsonl": [("t1", "completed", 1)],
+    "interrupted-turn.jsonl": [("t1", "cancelled", 0)],
+    "api-error-400.jsonl": [("t1", "failed", 0)],
+    "two-turns-one-process.jsonl": [("t1", "completed", 0), ("t2", "completed", 0)],
+    "thinking-turn.jsonl": [("t1", "completed", 0)],
+    "api-retry-500.jsonl": [("t1", "completed", 0)],
+    "tool-approval.jsonl": [("t1", "completed", 1)],
+}
+CLI_FIXTURES = [f"../{d.name}/{name}" for d in CLI_DIRS for name in sorted(CLI_EXPECTED)]
+EXPECTED.update({name: CLI_EXPECTED[Path(name).name] for name in CLI_FIXTURES})
+
 
 def _replay(name: str) -> ReplayReport:
     return replay(read_entries(frames_of((FIXTURES / name).read_bytes())))
 
 
+def _golden_stem(name: str) -> str:
+    """Golden file stem: the fixture's stem, prefixed with its directory for a CLI recording."""
+    path = Path(name)
+    return f"{path.parent.name}__{path.stem}" if name.startswith("../") else path.stem
+
+
 def test_every_fixture_is_in_the_table() -> None:
     on_disk = {p.name for p in FIXTURES.iterdir() if p.suffix in (".jsonl", ".ndjson")}
-    assert on_disk == set(EXPECTED)
+    assert on_disk == {name for name in EXPECTED if not name.startswith("../")}
+    assert len(CLI_DIRS) >= 4, "the compatibility matrix records at least four CLI versions"
+    for d in CLI_DIRS:
+        assert {p.name for p in d.glob("*.jsonl")} == set(CLI_EXPECTED), d.name
+        assert (d / "README.md").is_file(), f"{d.name} has no provenance README"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -124,7 +154,7 @@ GOLDENS = [(name, "trace.txt") for name in sorted(EXPECTED)] + [
 @pytest.mark.parametrize(("name", "suffix"), GOLDENS)
 def test_fixture_replays_to_its_golden_file(name: str, suffix: str) -> None:
     text = command.replay_text(FIXTURES / name, as_json=suffix == "json", trace=True)
-    golden = GOLDEN / f"{Path(name).stem}.{suffix}"
+    golden = GOLDEN / f"{_golden_stem(name)}.{suffix}"
     if UPDATE:
         golden.write_text(text, encoding="utf-8")
     diff = golden_diff(text, golden.read_text(encoding="utf-8"), name=str(golden))

@@ -866,7 +866,7 @@ async def _check_disk_full(run: _Run, c: httpx.AsyncClient) -> None:
         reported = reported or bool(info.get("log_error"))
     if not reported:
         run.problem("*", "no session reports the log error that refused the turn")
-    r = await c.post("/v1/sessions")
+    r = await c.post("/v1/sessions", json={})
     if (r.status_code, _error_code(r)) != (503, "storage_unavailable"):
         run.problem("*", f"a session while the disk is full got {r.status_code} {r.text[:300]}")
     r = await c.get("/readyz")

@@ -112,7 +112,8 @@ async def test_bad_requests_get_the_documented_4xx(tmp_path: Path) -> None:
             ("GET", f"/v1/sessions/{sid}/log", {"params": {"after": str(last + 1)}}, 400, "invalid_after"),
             # wrong methods
             ("PUT", "/v1/sessions", {}, 405, "method_not_allowed"),
-            ("PATCH", f"/v1/sessions/{sid}", {}, 405, "method_not_allowed"),
+            ("PUT", f"/v1/sessions/{sid}", {}, 405, "method_not_allowed"),
+            ("PATCH", f"/v1/sessions/{sid}", {}, 400, "missing_body"),
             ("DELETE", "/healthz", {}, 405, "method_not_allowed"),
             ("POST", "/readyz", {}, 405, "method_not_allowed"),
             ("GET", turns, {}, 405, "method_not_allowed"),

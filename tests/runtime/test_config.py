@@ -99,6 +99,11 @@ def test_claude_binary_resolution_and_env(tmp_path: Path) -> None:
     env = agent_env(AgentConfig(env={"X": "1"}, inherit_env=False))
     assert env["X"] == "1" and "PATH" not in env and "PYTHONPATH" in env
     assert "CLAUDECODE" not in agent_env(AgentConfig(agent="claude", env={}))
+    # The CLI never updates itself under a server; a config may still say otherwise explicitly.
+    assert agent_env(AgentConfig(agent="claude", inherit_env=False))["DISABLE_AUTOUPDATER"] == "1"
+    assert "DISABLE_AUTOUPDATER" not in agent_env(AgentConfig(agent="sim", inherit_env=False))
+    override = AgentConfig(agent="claude", env={"DISABLE_AUTOUPDATER": "0"}, inherit_env=False)
+    assert agent_env(override)["DISABLE_AUTOUPDATER"] == "0"
 
 
 def test_stderr_capture_cuts_limits_and_keeps_a_tail() -> None:

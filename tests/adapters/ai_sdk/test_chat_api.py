@@ -152,15 +152,15 @@ async def test_stop_interrupts_the_running_turn(server: Server) -> None:
         nursery.start_soon(talk)
         with trio.fail_after(30):
             await started.wait()
-        r = await c.post("/v1/chat/chat-s/stop")
+        r = await c.post("/v1/chat/chat-s/stop", json={})
         assert (r.status_code, r.json()) == (202, {"chat_id": "chat-s", "interrupted": ["t1"]})
     answer = chunks(bodies[0])
     assert answer[-1]["type"] == "abort" and "interrupt" in answer[-1]["reason"]
     assert bodies[0].endswith("data: [DONE]\n\n")
     async with server.client() as c:
-        r = await c.post("/v1/chat/chat-s/stop")
+        r = await c.post("/v1/chat/chat-s/stop", json={})
         assert (r.status_code, r.json()) == (200, {"chat_id": "chat-s", "interrupted": []})
-        assert (await c.post("/v1/chat/nobody/stop")).status_code == 404
+        assert (await c.post("/v1/chat/nobody/stop", json={})).status_code == 404
         # The chat goes on after an interrupt.
         r = await c.post("/v1/chat", json=post_body("chat-s", '[[sim say="still here"]]'))
         assert chunks(r.text)[-1] == {"type": "finish", "finishReason": "stop"}
