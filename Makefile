@@ -30,6 +30,7 @@ demo: $(SERVE_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check engine adapters turnstile tests bench
 	$(BIN)/ruff format --check engine adapters turnstile tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p turnstile

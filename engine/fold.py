@@ -60,7 +60,9 @@ import msgspec
 from turnstile.engine.errors import SpecError
 from turnstile.engine.log import (
     AnyEntry,
+    CliDecodeError,
     CliLine,
+    CliOversized,
     InterruptEscalated,
     InterruptRequested,
     Outcome,
@@ -79,31 +81,39 @@ from turnstile.engine.log import (
     PromptWritten,
     SessionCreated,
     SessionRecovered,
+    SessionShutdown,
     SessionStopped,
     SessionStopRequested,
     SessionTitled,
     StreamEnded,
+    StreamStalled,
     Timeout,
     TurnRequested,
+    describe_exit,
     view_of,
 )
 from turnstile.engine.machines import MachineKind, Model, pool_machine, session_machine, stream_machine
 from turnstile.engine.protocol import (
+    ApiRetry,
     AssistantMessage,
     ContentBlockDelta,
     ContentBlockStart,
     ConversationReset,
+    KeepAlive,
     LineError,
     Message,
     MessageStart,
+    Ping,
     RedactedThinkingBlock,
     ResultMessage,
     ServerToolUseBlock,
+    SignatureDelta,
     StreamEvent,
     SystemInit,
     SystemMessage,
     TextBlock,
     ThinkingBlock,
+    ThinkingDelta,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
@@ -139,6 +149,7 @@ _STREAM_TRIGGERS: Final = (
     "respond",
     "call_tool",
     "tool_result",
+    "stall",
     *_OUTCOME_TRIGGER.values(),
 )
 _SESSION_TRIGGERS: Final = (
@@ -224,9 +235,13 @@ class StreamView:
         "_ended",
         "_ended_seq",
         "_exit_status",
+        "_first_line",
         "_id",
         "_input_tokens",
+        "_interrupt_at",
         "_interrupt_by",
+        "_last_line",
+        "_last_progress",
         "_model",
         "_now",
         "_output_tokens",
@@ -234,6 +249,7 @@ class StreamView:
         "_pid",
         "_reason",
         "_requested_seq",
+        "_stall_since",
         "_tool_ids",
     )
 
@@ -252,6 +268,11 @@ class StreamView:
         self._dispatched = False
         self._pid: int | None = None
         self._interrupt_by: str | None = None
+        self._interrupt_at: float | None = None
+        self._first_line: float | None = None
+        self._last_line: float | None = None
+        self._last_progress: float | None = None
+        self._stall_since: float | None = None
         self._aborted: str | None = None
         self._pending_tools: set[str] = set()
         self._tool_ids: set[str] = set()
@@ -306,6 +327,17 @@ class StreamView:
             cost_usd=self._cost,
         )
 
+    def timing_at(self, ts: float | None) -> TurnTiming:
+        """The timing as a ``stream.ended`` stamped ``ts`` would end it (for a stream still open); the
+        final timing once the stream is terminal."""
+        return self._clock.timing(
+            ts if ts is not None else self._now.ts,
+            tool_calls=len(self._tool_ids),
+            input_tokens=self._input_tokens,
+            output_tokens=self._output_tokens,
+            cost_usd=self._cost,
+        )
+
     @property
     def tool_calls(self) -> int:
         """Tool calls the model made in this turn (top-level ones; sub-agent calls are not counted)."""
@@ -335,6 +367,37 @@ class StreamView:
     def pid(self) -> int | None:
         """The process the prompt was dispatched to, when known."""
         return self._pid
+
+    @property
+    def interrupt_by(self) -> str | None:
+        """Who asked for an interrupt of this stream (None: nobody)."""
+        return self._interrupt_by
+
+    @property
+    def interrupt_at(self) -> float | None:
+        """When the interrupt was asked for (the ``interrupt.requested`` entry's time)."""
+        return self._interrupt_at
+
+    @property
+    def first_line_at(self) -> float | None:
+        """When the CLI printed the stream's first line (None: no line yet)."""
+        return self._first_line
+
+    @property
+    def last_line_at(self) -> float | None:
+        """When the CLI printed the stream's last line, keep-alives included (its last sign of life)."""
+        return self._last_line
+
+    @property
+    def last_progress_at(self) -> float | None:
+        """When the stream last made progress: a line with content (tokens, messages, tool results,
+        retry notices), not a keep-alive ping. None: none yet."""
+        return self._last_progress
+
+    @property
+    def stall_since(self) -> float | None:
+        """The ``since`` of the last ``stream.stalled`` entry (the stall it announced), if any."""
+        return self._stall_since
 
     def __repr__(self) -> str:
         return f"<StreamView {self._id} {self.state}{' ended' if self._ended else ''}>"
@@ -391,13 +454,7 @@ def _error_text(result: ResultMessage) -> str:
 
 
 def _exit_text(entry: ProcessExited) -> str:
-    code = entry.returncode
-    if code is None:
-        text = "process exited (status unknown)"
-    elif code < 0:
-        text = f"process killed by signal {-code}"
-    else:
-        text = f"process exited with status {code}"
+    text = describe_exit(entry.returncode)
     detail = entry.reason or (entry.stderr_tail[-1] if entry.stderr_tail else "")
     return _one_line(f"{text}: {detail}" if detail else text)
 
@@ -481,6 +538,10 @@ class SessionFold:
         view = self._active()
         return view.id if view is not None else None
 
+    def queued(self) -> list[StreamView]:
+        """Open streams whose prompt has not reached the CLI, oldest first (the turns waiting)."""
+        return [s for s in self._open.values() if not s._dispatched]
+
     def unended(self) -> list[StreamView]:
         """Streams terminal by evidence (a result, an exit, a timeout...) with no ``stream.ended`` yet.
 
@@ -516,10 +577,12 @@ class SessionFold:
             if type(view) is StreamEvent and type(view.event) is ContentBlockDelta:
                 sid = entry.stream
                 s = self._active_view if sid is None else self.streams.get(sid)
-                if s is not None:
+                # (A stream's first line, and a token after a stall, take the general path.)
+                if s is not None and s._first_line is not None and s._model.state != "stalled":
                     if sid is not None:
                         self._infer = False
                     s._deltas += 1
+                    s._last_line = s._last_progress = ts
                     return []
             changes: list[Change] = []
             self._on_cli(entry, view, changes)
@@ -554,7 +617,13 @@ class SessionFold:
                 self._release.live.pop(model, None)
 
     def _fire_stream(
-        self, s: StreamView, trigger: str, entry: AnyEntry, changes: list[Change], reason: str = ""
+        self,
+        s: StreamView,
+        trigger: str,
+        entry: AnyEntry,
+        changes: list[Change],
+        reason: str = "",
+        at: float | None = None,
     ) -> bool:
         model = s._model
         source = model.state
@@ -577,7 +646,7 @@ class SessionFold:
         if dest == source:
             return True
         changes.append(_change(Change, ("stream", s._id, trigger, source, dest, entry.seq)))
-        s._clock.enter(dest, entry.ts)
+        s._clock.enter(dest, entry.ts if at is None else at)
         if dest in _TERMINAL:
             s._reason = reason
             s._pending_tools.clear()
@@ -622,12 +691,10 @@ class SessionFold:
             return self.streams.get(sid)
         return self._active()
 
-    def _end_open(self, entry: AnyEntry, changes: list[Change], reason: str, *, queued: bool = True) -> None:
-        """Fail (or cancel, if an interrupt was asked for) every open stream; queued ones only if asked."""
+    def _end_open(self, entry: AnyEntry, changes: list[Change], reason: str, *, cancel: bool = False) -> None:
+        """Fail (or cancel: if asked, or if an interrupt was asked for) every open stream."""
         for s in list(self._open.values()):
-            if not queued and not s._dispatched:
-                continue
-            trigger = "cancel" if s._interrupt_by is not None else "fail"
+            trigger = "cancel" if cancel or s._interrupt_by is not None else "fail"
             self._fire_stream(s, trigger, entry, changes, reason)
 
     def _engine_entry(self) -> None:
@@ -680,6 +747,7 @@ class SessionFold:
         if s is None or s.terminal:
             return  # the turn ended as the interrupt was asked for: nothing to interrupt
         s._interrupt_by = entry.by or "client"
+        s._interrupt_at = entry.ts
         if s._dispatched and self._session.state in ("busy", "interrupting"):
             self._fire_session("interrupt_requested", entry.seq, changes)
 
@@ -697,7 +765,10 @@ class SessionFold:
             s = self._oldest_queued()
         if s is None:
             return
-        reason = f"{entry.which} timeout after {entry.after_s:g} s"
+        if entry.which == "stall":
+            reason = f"no progress for {entry.after_s:g} s (the model API stalled)"
+        else:
+            reason = f"{entry.which} timeout after {entry.after_s:g} s"
         if s.terminal:
             self._fire_stream(s, "time_out", entry, changes)  # records the violation
             return
@@ -783,8 +854,24 @@ class SessionFold:
 
     def _on_stop_requested(self, entry: SessionStopRequested, changes: list[Change]) -> None:
         self._engine_entry()
+        self._end_open(entry, changes, _one_line(entry.reason or "session stopped"), cancel=True)
         self.restarted = False
         self._fire_session("stop_requested", entry.seq, changes)
+
+    def _on_shutdown(self, entry: SessionShutdown, changes: list[Change]) -> None:
+        # The server goes down, the session does not: its turns end, no session trigger fires (the
+        # process's exit, logged next, moves the session).
+        self._engine_entry()
+        self._end_open(entry, changes, _one_line(entry.reason or "server shutting down"), cancel=True)
+
+    def _on_stalled(self, entry: StreamStalled, changes: list[Change]) -> None:
+        self._engine_entry()
+        s = self._target(entry.stream)
+        if s is None or s.terminal:
+            return
+        s._stall_since = entry.since
+        # The stall began at the last progress, not when it was noticed: its time counts as stalled.
+        self._fire_stream(s, "stall", entry, changes, at=entry.since)
 
     def _on_session_titled(self, entry: SessionTitled, changes: list[Change]) -> None:
         self._engine_entry()
@@ -821,14 +908,17 @@ class SessionFold:
                 )
         else:
             s = self._active_view
-        # Token deltas first and fast: counted, never transitioned.
+        # Token deltas first and fast: counted, never transitioned (except to leave a stall).
         if type(view) is StreamEvent and type(view.event) is ContentBlockDelta:
-            if s is not None:
-                s._deltas += 1
-            elif self._infer:
+            if s is None:
+                if not self._infer:
+                    return
                 s = self._infer_open(entry, changes)
-                s._deltas += 1
                 self._fire_stream(s, "dispatch", entry, changes)
+            s._deltas += 1
+            self._note_line(s, entry.ts, progress=True)
+            if s._model.state == "stalled" and view.parent_tool_use_id is None:
+                self._fire_stream(s, _delta_trigger(view.event), entry, changes)
             return
         if s is None:
             if self._infer and _opens_turn(view):
@@ -836,6 +926,7 @@ class SessionFold:
             else:
                 self._session_line(view)
                 return
+        self._note_line(s, entry.ts, progress=_is_progress(view))
         trigger = self._signal(s, view, entry, changes)
         if trigger is None:
             if s._model.state == "queued":
@@ -847,6 +938,22 @@ class SessionFold:
 
     def _infer_open(self, entry: CliLine, changes: list[Change]) -> StreamView:
         return self._new_stream(self._fresh_id(), entry, changes)
+
+    @staticmethod
+    def _note_line(s: StreamView, ts: float | None, *, progress: bool) -> None:
+        """A CLI line of stream ``s`` at ``ts``: its first event, its last sign of life, its progress."""
+        if s._first_line is None:
+            s._first_line = ts
+            s._clock.event(ts)
+        s._last_line = ts
+        if progress:
+            s._last_progress = ts
+
+    def _on_cli_damage(self, entry: CliDecodeError | CliOversized, changes: list[Change]) -> None:
+        # A line that is no message is still the CLI alive (activity), but no progress.
+        s = self.streams.get(entry.stream) if entry.stream is not None else self._active_view
+        if s is not None and not s.terminal:
+            self._note_line(s, entry.ts, progress=False)
 
     def _session_line(self, view: Message | LineError) -> None:
         if isinstance(view, SystemInit) and view.session_id:
@@ -889,6 +996,8 @@ class SessionFold:
         if type(view) is ResultMessage:
             self._result(s, view, entry, changes)
             return "result"
+        if type(view) is ApiRetry:
+            return "stall"  # the CLI waits to retry the API: its own phase, until the model's output
         if isinstance(view, _SESSION_VIEWS):
             self._session_line(view)
         return None
@@ -946,6 +1055,19 @@ class SessionFold:
             self._fire_session("turn_ended", entry.seq, changes)
 
 
+def _is_progress(view: Message | LineError) -> bool:
+    """Whether a CLI line is progress (content, a message, a retry notice), not a keep-alive."""
+    if type(view) is StreamEvent:
+        return type(view.event) is not Ping
+    return type(view) is not KeepAlive
+
+
+def _delta_trigger(event: ContentBlockDelta) -> str:
+    """The trigger of a token that ends a stall: thinking tokens think, any other output responds."""
+    dt = type(event.delta)
+    return "think" if dt is ThinkingDelta or dt is SignatureDelta else "respond"
+
+
 PROMPT_PREVIEW: Final = 200
 """How much of the first prompt :attr:`SessionFold.first_prompt` keeps (characters)."""
 
@@ -985,6 +1107,10 @@ _HANDLERS: Final[dict[type, Callable[[SessionFold, Any, list[Change]], None]]] =
     SessionRecovered: SessionFold._on_session_recovered,
     SessionStopRequested: SessionFold._on_stop_requested,
     SessionStopped: SessionFold._on_session_stopped,
+    SessionShutdown: SessionFold._on_shutdown,
+    StreamStalled: SessionFold._on_stalled,
+    CliDecodeError: SessionFold._on_cli_damage,
+    CliOversized: SessionFold._on_cli_damage,
     SessionTitled: SessionFold._on_session_titled,
 }
 """Engine entries and the method that folds each (CLI lines take a fast path in :meth:`SessionFold.apply`)."""

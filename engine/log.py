@@ -62,16 +62,20 @@ __all__ = [
     "Record",
     "SessionCreated",
     "SessionRecovered",
+    "SessionShutdown",
     "SessionStopRequested",
     "SessionStopped",
     "SessionTitled",
     "Stderr",
     "StreamEnded",
+    "StreamStalled",
     "Timeout",
+    "TimeoutKind",
     "TurnRequested",
     "UnknownEntry",
     "cli_bytes",
     "decode_entry",
+    "describe_exit",
     "encode_entry",
     "entries_from_frames",
     "entry_from_frame",
@@ -159,6 +163,13 @@ class SessionStopped(_Entry, frozen=True, kw_only=True, tag="session.stopped"):
     reason: str = ""
 
 
+class SessionShutdown(_Entry, frozen=True, kw_only=True, tag="session.shutdown"):
+    """The server is shutting down: the session's open streams end ``cancelled`` with ``reason`` and its
+    process is closed, but the session is not over (after a restart it goes on with ``--resume``)."""
+
+    reason: str = ""
+
+
 class SessionTitled(_Entry, frozen=True, kw_only=True, tag="session.titled"):
     """Someone named the session (what session lists show); an empty ``title`` means "no title": lists
     fall back to the first prompt."""
@@ -197,6 +208,15 @@ class ProcessExited(_Entry, frozen=True, kw_only=True, tag="process.exited"):
     stderr_tail: list[str] = []
 
 
+def describe_exit(returncode: int | None) -> str:
+    """How a process ended, in words: ``process exited with status 1``, ``process killed by signal 9``."""
+    if returncode is None:
+        return "process exited (status unknown)"
+    if returncode < 0:
+        return f"process killed by signal {-returncode}"
+    return f"process exited with status {returncode}"
+
+
 # --- turns (streams) -------------------------------------------------------------------------------------
 
 
@@ -226,11 +246,24 @@ class InterruptEscalated(_Entry, frozen=True, kw_only=True, tag="interrupt.escal
     signal: str
 
 
-class Timeout(_Entry, frozen=True, kw_only=True, tag="timeout"):
-    """A layered timeout fired: ``spawn``, ``first_event``, ``idle`` or ``turn``."""
+TimeoutKind: TypeAlias = Literal["spawn", "first_event", "idle", "stall", "turn"]
+"""Which layered timeout fired (see ``docs/runtime.md``, Timeouts)."""
 
-    which: Literal["spawn", "first_event", "idle", "turn"]
+
+class Timeout(_Entry, frozen=True, kw_only=True, tag="timeout"):
+    """A layered timeout fired: ``spawn``, ``first_event``, ``idle``, ``stall`` or ``turn``."""
+
+    which: TimeoutKind
     after_s: float
+
+
+class StreamStalled(_Entry, frozen=True, kw_only=True, tag="stream.stalled"):
+    """The model API made no progress for ``after_s`` seconds (since ``since``, the time of the turn's
+    last progress): keep-alive pings arrive, content does not. A signal to subscribers; the stream's
+    time from ``since`` on counts as stalled. If nothing comes, a ``stall`` timeout ends the turn."""
+
+    after_s: float
+    since: float | None = None
 
 
 class StreamEnded(_Entry, frozen=True, kw_only=True, tag="stream.ended"):
@@ -345,7 +378,9 @@ Entry: TypeAlias = (
     | InterruptRequested
     | InterruptEscalated
     | Timeout
+    | StreamStalled
     | StreamEnded
+    | SessionShutdown
     | PoolStarted
     | PoolSpawnStarted
     | PoolProcessReady

@@ -56,6 +56,8 @@ class Shares(msgspec.Struct, frozen=True, kw_only=True):
     thinking: float | None
     responding: float | None
     tool: float | None
+    ttft: float | None = None
+    stalled: float | None = None
 
 
 class StreamSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,6 +117,8 @@ def summarize(view: StreamView) -> StreamSummary:
             thinking=pct(timing.thinking_ms),
             responding=pct(timing.responding_ms),
             tool=pct(timing.tool_ms),
+            ttft=pct(timing.ttft_ms),
+            stalled=pct(timing.stalled_ms),
         ),
         tool_calls=view.tool_calls,
         deltas=view.deltas,
@@ -235,15 +239,32 @@ def _unknown_legend(report: ReplayReport) -> str | None:
     timings = [s.timing for s in report.streams]
     why = []
     if any(t.total_ms is None for t in timings):
-        why.append("ttfe, thinking, tools, total: the log has no times (a transcript recorded without _t)")
+        why.append(
+            "ttfe, thinking, tools, total: the log has no times (a transcript recorded without _t; "
+            "ttft and stalled neither)"
+        )
     if any(t.total_ms is not None and t.ttfe_ms is None for t in timings):
         why.append("ttfe: no CLI event came before the stream ended")
+    if any(t.total_ms is not None and t.ttft_ms is None for t in timings):
+        why.append("ttft: the model wrote nothing before the stream ended")
     if any(t.cost_usd is None for t in timings):
         why.append("cost: no result line reported one")
     return f"? = not in the log — {'; '.join(why)}" if why else None
 
 
-_COLUMNS: Final = ("stream", "outcome", "ttfe", "thinking", "tools", "total", "calls", "cost", "reason")
+_COLUMNS: Final = (
+    "stream",
+    "outcome",
+    "ttfe",
+    "ttft",
+    "thinking",
+    "tools",
+    "stalled",
+    "total",
+    "calls",
+    "cost",
+    "reason",
+)
 
 
 def render_table(report: ReplayReport) -> str:
@@ -256,8 +277,10 @@ def render_table(report: ReplayReport) -> str:
                 s.id,
                 s.outcome or f"open ({s.state})",
                 _duration(t.ttfe_ms),
+                _duration(t.ttft_ms),
                 _duration(t.thinking_ms, s.pct.thinking),
                 _duration(t.tool_ms, s.pct.tool),
+                _duration(t.stalled_ms, s.pct.stalled),
                 _duration(t.total_ms),
                 str(s.tool_calls),
                 _cost(t.cost_usd),

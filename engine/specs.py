@@ -20,7 +20,7 @@ fires its triggers, and :mod:`engine.diagram` draws it. The file format::
     [states.queued]
     doc = "..."
     group = "streaming"         # optional
-    phase = "waiting"           # optional: waiting|thinking|responding|tool|done — what its time counts as
+    phase = "waiting"           # optional: waiting|thinking|responding|tool|stalled|done (its time)
     terminal = false            # terminal states are absorbing
 
     [[transitions]]
@@ -74,7 +74,7 @@ __all__ = [
 Kind: TypeAlias = Literal["session", "stream", "pool"]
 KINDS: Final[tuple[Kind, ...]] = ("session", "stream", "pool")
 
-Phase: TypeAlias = Literal["waiting", "thinking", "responding", "tool", "done"]
+Phase: TypeAlias = Literal["waiting", "thinking", "responding", "tool", "stalled", "done"]
 """What time spent in a state counts as in a turn's timing (see :mod:`engine.timing`)."""
 
 SPECS_ENV: Final = "TURNSTILE_SPECS_DIR"

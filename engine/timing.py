@@ -4,11 +4,17 @@
 It is computed by a :class:`StateClock`, which the fold moves along with the stream machine: each stream
 state names the *phase* its time counts for (``specs/stream.toml``)::
 
-    queued, dispatched          -> waiting     ttfe_ms = time until the first streaming state
+    queued, dispatched          -> waiting     (ttft_ms = time until the first streaming state)
     thinking                    -> thinking    thinking_ms
     responding                  -> responding  responding_ms
     tool_running                -> tool        tool_ms
+    stalled                     -> stalled     stalled_ms (API retries and stalls: never "thinking")
     completed, failed, ...      -> done        (the clock stops: total_ms = end - start)
+
+Two first times are reported apart, because they can be minutes apart (a turn whose API calls are
+retried gets ``system/init`` at once and its first token much later): ``ttfe_ms`` is the time to the
+first CLI event of the turn (any line the CLI printed for it, :meth:`StateClock.event`), ``ttft_ms`` the
+time to the model's first output (the first thinking, responding or tool state).
 
 Durations are milliseconds rounded to 0.1 ms. A duration is ``None`` when the log has no timestamps to
 derive it from (a raw transcript without the recorder's ``_t``): timing is reported as unknown, never
@@ -42,6 +48,10 @@ class TurnTiming(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False)
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    #: Time to the model's first output (``ttfe_ms`` is the time to the CLI's first line of the turn).
+    ttft_ms: float | None = None
+    #: Time spent waiting on the model API: retries (``system/api_retry``) and stalls.
+    stalled_ms: float | None = None
 
     def pct(self, part_ms: float | None) -> float | None:
         """``part_ms`` as a percentage of ``total_ms`` (None when either is unknown or total is 0)."""
@@ -53,6 +63,16 @@ class TurnTiming(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False)
     def ttfe_pct(self) -> float | None:
         """Share of the turn spent waiting for the first event."""
         return self.pct(self.ttfe_ms)
+
+    @property
+    def ttft_pct(self) -> float | None:
+        """Share of the turn spent waiting for the model's first output."""
+        return self.pct(self.ttft_ms)
+
+    @property
+    def stalled_pct(self) -> float | None:
+        """Share of the turn spent waiting on a retried or stalled model API."""
+        return self.pct(self.stalled_ms)
 
     @property
     def thinking_pct(self) -> float | None:
@@ -81,10 +101,21 @@ class StateClock:
     """Accumulates the time one stream spends in each state.
 
     ``phases`` maps each state to its phase (``waiting``, ``thinking``, ``responding``, ``tool``,
-    ``done``); entering a ``done`` state stops the clock. Times are seconds (``None`` when unknown).
+    ``stalled``, ``done``); entering a ``done`` state stops the clock. Times are seconds (``None`` when
+    unknown).
     """
 
-    __slots__ = ("_end", "_entered", "_first", "_phases", "_spent", "_start", "_state", "_unknown")
+    __slots__ = (
+        "_end",
+        "_entered",
+        "_event",
+        "_first",
+        "_phases",
+        "_spent",
+        "_start",
+        "_state",
+        "_unknown",
+    )
 
     def __init__(self, state: str, ts: float | None, phases: Mapping[str, str]) -> None:
         self._phases = phases
@@ -93,12 +124,21 @@ class StateClock:
         self._entered = ts
         self._end: float | None = None
         self._first: float | None = None
+        self._event: float | None = None
         self._spent: dict[str, float] = {}
         self._unknown = ts is None
         self._note_first(state, ts)
 
+    def event(self, ts: float | None) -> None:
+        """The CLI printed a line of this turn at ``ts`` (the first one is the turn's first event)."""
+        if self._event is None and ts is not None and self._end is None:
+            self._event = ts
+
     def enter(self, state: str, ts: float | None) -> None:
-        """The stream moved to ``state`` at ``ts``."""
+        """The stream moved to ``state`` at ``ts`` (which may be earlier than the last entry's time: a
+        stall notice dates the stall from the last progress; never earlier than the last move)."""
+        if ts is not None and self._entered is not None and ts < self._entered:
+            ts = self._entered
         if ts is None or self._entered is None:
             self._unknown = True
         elif not self._unknown:
@@ -109,12 +149,14 @@ class StateClock:
         phase = self._phases.get(state)
         if self._first is None and phase in _STREAMING_PHASES:
             self._first = ts
+            if self._event is None:
+                self._event = ts  # the model's first output is a CLI event too
         if phase == "done":
             self._end = ts
 
     def _note_first(self, state: str, ts: float | None) -> None:
         if self._first is None and self._phases.get(state) in _STREAMING_PHASES:
-            self._first = ts
+            self._first = self._event = ts
 
     @property
     def stopped(self) -> bool:
@@ -143,33 +185,30 @@ class StateClock:
                 output_tokens=output_tokens,
                 cost_usd=cost_usd,
             )
-        thinking = responding = tool = 0.0
+        by_phase = {"thinking": 0.0, "responding": 0.0, "tool": 0.0, "stalled": 0.0}
         for state, seconds in self._spent.items():
-            phase = phases.get(state)
-            if phase == "thinking":
-                thinking += max(seconds, 0.0)
-            elif phase == "responding":
-                responding += max(seconds, 0.0)
-            elif phase == "tool":
-                tool += max(seconds, 0.0)
+            phase = phases.get(state, "")
+            if phase in by_phase:
+                by_phase[phase] += max(seconds, 0.0)
         if not stopped:  # the current state is still running
-            phase = phases.get(self._state)
-            if phase == "thinking":
-                thinking += max(end - entered, 0.0)
-            elif phase == "responding":
-                responding += max(end - entered, 0.0)
-            elif phase == "tool":
-                tool += max(end - entered, 0.0)
+            phase = phases.get(self._state, "")
+            if phase in by_phase:
+                by_phase[phase] += max(end - entered, 0.0)
+        first_event = self._event
+        if first_event is not None and first_event > end:
+            first_event = None  # printed after the turn ended: not this turn's first event
         return TurnTiming(
             total_ms=_ms(end - start),
-            ttfe_ms=_ms(self._first - start) if self._first is not None else None,
-            thinking_ms=_ms(thinking),
-            responding_ms=_ms(responding),
-            tool_ms=_ms(tool),
+            ttfe_ms=_ms(first_event - start) if first_event is not None else None,
+            thinking_ms=_ms(by_phase["thinking"]),
+            responding_ms=_ms(by_phase["responding"]),
+            tool_ms=_ms(by_phase["tool"]),
             tool_calls=tool_calls,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_usd=cost_usd,
+            ttft_ms=_ms(self._first - start) if self._first is not None else None,
+            stalled_ms=_ms(by_phase["stalled"]),
         )
 
 

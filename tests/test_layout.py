@@ -20,6 +20,8 @@ SOURCES = ("engine", "adapters", "tests", "bench")
 
 # The sans-IO core (DESIGN.md, "Layers"): importable and testable with no event loop at all.
 CORE = (
+    "conductor",
+    "rehearsal",
     "errors",
     "protocol",
     "framing",

@@ -197,6 +197,8 @@ class TimingData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    ttft_ms: float | None = None
+    stalled_ms: float | None = None
 
 
 class TimingPart(_Chunk, frozen=True, kw_only=True, tag="data-turnstile-timing"):

@@ -98,7 +98,8 @@ prompt is echoed in the default answer. A bare key takes the default in parenthe
                       answer, without a result (mid)
 ``kill=mid``          SIGKILL itself halfway through the answer (mid)
 ``hang=first|mid``    stop emitting before the first token / halfway through the answer and
-                      never finish; interrupt, stdin EOF and SIGTERM still work (mid)
+                      never finish (``hang=start``: before ``init``, printing nothing at all);
+                      interrupt, stdin EOF and SIGTERM still work (mid)
 ``garbage``           halfway through: a non-JSON noise line and a malformed ``{`` line
 ``oversized=BYTES``   halfway through: one valid JSON line (``system/sim_oversized``) of
                       exactly BYTES bytes before its newline (1 MiB + 1)
@@ -399,7 +400,7 @@ _DIRECTIVE_SPEC: dict[str, tuple[str, Callable[[str], object], object]] = {
     "tool_s": ("tool_s", _to_float, None),
     "crash": ("crash", _choice("start", "mid"), "mid"),
     "kill": ("kill", _choice("mid"), "mid"),
-    "hang": ("hang", _choice("first", "mid"), "mid"),
+    "hang": ("hang", _choice("start", "first", "mid"), "mid"),
     "garbage": ("garbage", _flag, True),
     "oversized": ("oversized", _to_int, 1024 * 1024 + 1),
     "nonutf8": ("nonutf8", _flag, True),
@@ -1121,6 +1122,8 @@ class _Turn:
                     self.replay(path)
                     return
                 _err(f"sim: no recording named {self.d.replay!r} in {RECORDINGS_DIR}; answering normally")
+            if self.d.hang == "start":
+                self.sim.hang()  # silent: not even init
             self.init()
             if self.d.api_error is not None:
                 self.api_error(self.d.api_error)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from turnstile.engine.conductor import Limits
 from turnstile.engine.errors import ConfigError
 from turnstile.engine.framing import DEFAULT_MAX_LINE
 
@@ -84,7 +85,11 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     Timeouts (each ends the stream ``timed_out`` and replaces the process; ``None`` disables one)
         ``spawn_timeout_s`` (30 s): getting a process. ``first_event_timeout_s`` (60 s): prompt written
         to first stdout line. ``idle_timeout_s`` (600 s): longest silence between stdout lines (tools may
-        run silently for minutes). ``turn_timeout_s`` (3600 s): the whole turn.
+        run silently for minutes). ``stall_timeout_s`` (180 s): longest time the model API makes no
+        progress while a turn waits on it — keep-alive pings are not progress, content is (tokens,
+        messages, tool results, retry notices); not counted while a tool runs. ``stall_notice_s`` (30 s):
+        after that long without progress a ``stream.stalled`` entry tells subscribers. ``turn_timeout_s``
+        (3600 s): the whole turn.
     Output
         ``max_line`` (8 MiB): longer stdout lines are logged as ``cli.oversized_line``.
         ``subscriber_buffer`` (1024 records): a live subscriber further behind is ended with ``Lagged``.
@@ -125,6 +130,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     spawn_timeout_s: float | None = 30.0
     first_event_timeout_s: float | None = 60.0
     idle_timeout_s: float | None = 600.0
+    stall_notice_s: float | None = 30.0
+    stall_timeout_s: float | None = 180.0
     turn_timeout_s: float | None = 3600.0
 
     max_line: int = DEFAULT_MAX_LINE
@@ -148,6 +155,24 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     pool_backoff_max_s: float = 30.0
 
     shutdown_timeout_s: float = 10.0
+
+    def limits(self) -> Limits:
+        """The timeouts and policies the session conductor applies (:mod:`engine.conductor`)."""
+        return Limits(
+            interrupt_grace_s=self.interrupt_grace_s,
+            spawn_timeout_s=self.spawn_timeout_s,
+            first_event_timeout_s=self.first_event_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            stall_notice_s=self.stall_notice_s,
+            stall_timeout_s=self.stall_timeout_s,
+            turn_timeout_s=self.turn_timeout_s,
+            max_queued_turns=self.max_queued_turns,
+            one_shot=self.pool_size == 0,
+            warm=self.pool_size > 0,
+            max_turns=self.pool_max_turns,
+            max_turns_jitter=self.pool_max_turns_jitter,
+            max_age_s=self.pool_max_age_s,
+        )
 
     def ready_after(self, agent: AgentConfig) -> float:
         """How long a pool process of ``agent`` must live before it is handed out."""
@@ -175,6 +200,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
             "spawn_timeout_s",
             "first_event_timeout_s",
             "idle_timeout_s",
+            "stall_notice_s",
+            "stall_timeout_s",
             "turn_timeout_s",
             "pool_max_age_s",
             "pool_prime_timeout_s",

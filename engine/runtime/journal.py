@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 import msgspec
 import trio
@@ -60,10 +60,7 @@ from turnstile.engine.protocol import Message
 from turnstile.engine.runtime.syncer import Syncable, Syncer, default_syncer
 from turnstile.engine.stores import LogStore
 
-if TYPE_CHECKING:
-    from turnstile.engine.runtime.subscription import Subscription
-
-__all__ = ["DEFAULT_BACKLOG_BYTES", "Folder", "Journal"]
+__all__ = ["DEFAULT_BACKLOG_BYTES", "Folder", "Journal", "Subscriber"]
 
 logger = logging.getLogger("turnstile.journal")
 
@@ -84,6 +81,18 @@ class Folder(Protocol):
     def settle(self) -> list[Entry]:
         """Entries (seq and ts not yet assigned) the log must carry now, e.g. ``stream.ended``."""
         ...
+
+
+class Subscriber(Protocol):
+    """What the journal needs of a live subscriber (:class:`engine.runtime.subscription.Subscription`):
+    written records pushed to it, told when the storage fails, told when the log closes. Declared here so
+    that the journal does not import the subscription module (which imports the journal)."""
+
+    def _push(self, records: Sequence[Record]) -> None: ...
+
+    def _storage_failed(self, last_seq: int, reason: str) -> None: ...
+
+    def _close(self) -> None: ...
 
 
 Listener = Callable[[Sequence[Record]], None]
@@ -136,8 +145,8 @@ class Journal:
         self._store_released = False
         #: Called after a batch that changed some machine state (the fold said so), before its settle.
         self.on_change: Callable[[], None] | None = None
-        self._live: set[Subscription] = set()
-        self.subscriptions: set[Subscription] = set()
+        self._live: set[Subscriber] = set()
+        self.subscriptions: set[Subscriber] = set()
         self.lagged_total = 0
         # Where each stream starts and ends, so a stream subscription can skip straight to it.
         self.stream_start: dict[str, int] = {}
@@ -179,44 +188,50 @@ class Journal:
         folded). It may append: those entries wait in memory with the rest."""
         self._failure_hooks.append(hook)
 
-    def append(self, entry: Entry) -> Record:
+    def append(self, entry: Entry, ts: float | None = None) -> Record:
         """Append one lifecycle entry (never dropped; the agent's output goes through :meth:`extend` or
         :meth:`append_frames`); its ``seq`` and ``ts`` are assigned here (pass ``seq=0, ts=None``)."""
-        return self.extend([entry])[0]
+        return self.extend([entry], ts)[0]
 
-    def extend(self, entries: Iterable[Entry]) -> list[Record]:
+    def extend(self, entries: Iterable[Entry], ts: float | None = None) -> list[Record]:
         """Append entries in order (seqs and times assigned here) and everything they settle.
+
+        ``ts`` is the time to stamp them with (default: the journal's clock now) — the writer passes the
+        time it decided them at, so the entries say when the decision was made.
 
         Returns the records appended: while a storage failure has filled the backlog, the agent's output
         among ``entries`` may be counted for ``log.dropped`` instead (never a lifecycle entry).
         """
-        now = self._clock()
+        now = self._clock() if ts is None else ts
         stamped: list[Entry] = []
         for entry in entries:
             stamped.append(msgspec.structs.replace(entry, seq=self._next, ts=now))
             self._next += 1
         records = [record(e) for e in stamped]
         if records:
-            kept = self._commit(records, stamped, [None] * len(records))
+            kept = self._commit(records, stamped, [None] * len(records), now)
             del records[kept:]
         return records
 
     def append_frames(
-        self, frames: Sequence[Frame], stream: str | None
+        self, frames: Sequence[Frame], stream: str | None, ts: float | None = None
     ) -> list[tuple[Entry, Message | None]]:
         """Append framed CLI stdout lines (one batch: one write, one wake-up per subscriber).
 
         Returns each line's entry and typed view (blank lines are skipped; while a storage failure has
         filled the backlog, lines past it are counted for ``log.dropped`` and not returned).
         """
-        out = entries_from_frames(frames, seq=self._next, ts=self._clock(), stream=stream)
+        now = self._clock() if ts is None else ts
+        out = entries_from_frames(frames, seq=self._next, ts=now, stream=stream)
         self._next += len(out)
         if out:
-            kept = self._commit([record(e) for e, _ in out], [e for e, _ in out], [v for _, v in out])
+            kept = self._commit([record(e) for e, _ in out], [e for e, _ in out], [v for _, v in out], now)
             del out[kept:]
         return out
 
-    def _commit(self, records: list[Record], entries: list[Entry], views: Sequence[Message | None]) -> int:
+    def _commit(
+        self, records: list[Record], entries: list[Entry], views: Sequence[Message | None], now: float
+    ) -> int:
         """Write, fold, fan out, settle; the number of ``records`` kept (the rest: output dropped past the
         backlog bound while the storage fails — their seqs are given back)."""
         if self.closed:
@@ -243,7 +258,7 @@ class Journal:
         if changed and self.folder is not None:
             if self.on_change is not None:
                 self.on_change()
-            self._settle()
+            self._settle(now)
         if self._announce:
             # After the batch that hit the failure is folded (and what it settles appended), so whatever
             # the hooks append comes after it in the log.
@@ -315,12 +330,13 @@ class Journal:
         for hook in self._failure_hooks:
             hook(reason)
 
-    def _settle(self) -> None:
+    def _settle(self, now: float) -> None:
         assert self.folder is not None
         follow = self.folder.settle()
         if follow:
             # Folded like any entry; a stream.ended settles nothing further, so this recursion is shallow.
-            self.extend(follow)
+            # Stamped with the batch's time: the end is decided in the same instant as its evidence.
+            self.extend(follow, now)
 
     def settle(self) -> list[Record]:
         """Append what the fold says must follow now (e.g. a ``stream.ended`` for every stream the
@@ -440,7 +456,7 @@ class Journal:
 
     # --- subscribers -----------------------------------------------------------------------------------
 
-    def _go_live(self, sub: Subscription) -> bool:
+    def _go_live(self, sub: Subscriber) -> bool:
         """Register ``sub`` for live pushes; False when nothing more will be pushed to it (the log is
         closed, or its storage fails: then the subscription is told so)."""
         if self.write_error is not None:
@@ -451,7 +467,7 @@ class Journal:
         self._live.add(sub)
         return True
 
-    def _drop(self, sub: Subscription) -> None:
+    def _drop(self, sub: Subscriber) -> None:
         self._live.discard(sub)
         self.subscriptions.discard(sub)
 

@@ -28,7 +28,6 @@ The pool writes its own log (``pool.*`` entries, in memory, the last few thousan
 from __future__ import annotations
 
 import math
-import signal
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from turnstile.engine.protocol import Message
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 from turnstile.engine.runtime.journal import Journal
 from turnstile.engine.runtime.priming import PrimedProcess, PrimingFailed, prime, priming_requests
-from turnstile.engine.runtime.process import AgentProcess, Launcher
+from turnstile.engine.runtime.process import AgentProcess, Launcher, retire
 from turnstile.engine.stores.memory import check_continues
 
 __all__ = ["Pool", "PoolStatus"]
@@ -411,18 +410,7 @@ class Pool:
 
     async def _retire(self, w: _Warm) -> None:
         """Close a warm process: stdin EOF, then SIGTERM, then SIGKILL (its watcher logs the loss)."""
-        cfg = self._config
-        with trio.move_on_after(cfg.close_grace_s):
-            await w.proc.close_stdin()
-            await w.proc.wait()
-        if w.proc.returncode is None:
-            w.proc.signal(signal.SIGTERM)
-            with trio.move_on_after(cfg.kill_after_s):
-                await w.proc.wait()
-        if w.proc.returncode is None:
-            w.proc.signal(signal.SIGKILL)
-            with trio.move_on_after(cfg.kill_after_s):
-                await w.proc.wait()
+        await retire(w.proc, grace=self._config.close_grace_s, kill_after=self._config.kill_after_s)
 
     async def _close_all(self) -> None:
         """Close every warm process (in parallel) and log the pool stopped."""

@@ -1,10 +1,10 @@
 """Agent processes behind a tiny interface, and the launcher that starts real ones.
 
 :class:`AgentProcess` is everything the runtime does with an agent: write to its stdin, read chunks of its
-stdout and stderr, signal it, wait for it. :class:`SubprocessAgent` is a real child process;
-:class:`engine.runtime.scripted.ScriptedProcess` is an in-memory stand-in for fast tests. Framing the
-chunks into lines is the session's job (:class:`engine.framing.LineFramer`), so both implementations
-exercise exactly the same code above them.
+stdout and stderr, signal it, wait for it. :class:`SubprocessAgent` is a real child process (the test
+suite has an in-memory stand-in, ``tests/scripted.py``). Framing the chunks into lines is the session's
+job (:class:`engine.framing.LineFramer`), so both implementations exercise the same code above them.
+:func:`retire` is the one way a process is closed.
 
 :class:`Launcher` turns an :class:`AgentConfig` into a running process. :class:`SubprocessLauncher` builds
 the argv for ``claude`` or the built-in ``sim`` and starts it in a new session (its own process group), so
@@ -20,6 +20,7 @@ import os
 import signal as signal_mod
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -30,7 +31,15 @@ from turnstile.engine.errors import AgentBinaryNotFound, SpawnError
 from turnstile.engine.runtime.config import AgentConfig
 from turnstile.engine.runtime.ledger import ProcessLedger
 
-__all__ = ["AgentProcess", "Launcher", "SubprocessAgent", "SubprocessLauncher", "agent_argv", "agent_env"]
+__all__ = [
+    "AgentProcess",
+    "Launcher",
+    "SubprocessAgent",
+    "SubprocessLauncher",
+    "agent_argv",
+    "agent_env",
+    "retire",
+]
 
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 _READ_SIZE = 65536
@@ -211,6 +220,40 @@ class SubprocessAgent:
             if stream is not None:
                 with contextlib.suppress(trio.ClosedResourceError, OSError):
                     await stream.aclose()
+
+
+async def retire(
+    proc: AgentProcess,
+    *,
+    grace: float | None,
+    kill_after: float,
+    on_signal: Callable[[str], None] | None = None,
+    term_sent: bool = False,
+) -> int | None:
+    """Stop ``proc`` for good, shaped like trio's ``deliver_cancel``: close stdin and give it ``grace``
+    seconds to exit on its own (a stream-json CLI exits at EOF once idle; skip it with ``grace=None`` for
+    a busy one, which ignores EOF), then SIGTERM to its process group and ``kill_after`` seconds, then
+    SIGKILL and ``kill_after`` seconds. ``on_signal("SIGTERM" | "SIGKILL")`` runs right before each signal.
+    ``term_sent``: the caller already sent SIGTERM (synchronously, when it had to be sent at once).
+
+    Returns the exit status (None if it outlived even SIGKILL's wait). The one place that sequence is
+    written: the pool and the session both use it. Cancellation: cancelled in a step, it stops there
+    (callers that must finish run it shielded and bounded).
+    """
+    if proc.returncode is None and grace is not None:
+        with trio.move_on_after(grace):
+            await proc.close_stdin()
+            return await proc.wait()
+    for sig in (signal_mod.SIGTERM, signal_mod.SIGKILL):
+        if proc.returncode is not None:
+            break
+        if not (term_sent and sig == signal_mod.SIGTERM):
+            if on_signal is not None:
+                on_signal(sig.name)
+            proc.signal(sig)
+        with trio.move_on_after(kill_after):
+            await proc.wait()
+    return proc.returncode
 
 
 async def _read_pipe(pipe: trio.abc.ReceiveStream) -> bytes:

@@ -54,15 +54,7 @@ from turnstile.engine.errors import (
     TurnstileError,
 )
 from turnstile.engine.fold import SessionFold
-from turnstile.engine.log import (
-    CliLine,
-    Entry,
-    Record,
-    SessionCreated,
-    SessionRecovered,
-    SessionStopped,
-    StreamEnded,
-)
+from turnstile.engine.log import CliLine, Entry, Record, SessionCreated, SessionStopped, StreamEnded
 from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 from turnstile.engine.runtime.info import (
     TIMING_BUCKETS_MS,
@@ -76,7 +68,7 @@ from turnstile.engine.runtime.journal import Journal
 from turnstile.engine.runtime.ledger import ProcessLedger
 from turnstile.engine.runtime.pool import Pool
 from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
-from turnstile.engine.runtime.session import Session, SessionFolder
+from turnstile.engine.runtime.session import Session
 from turnstile.engine.runtime.subscription import Subscription
 from turnstile.engine.runtime.watch import SessionWatch
 from turnstile.engine.stores import LogStore
@@ -97,8 +89,8 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Start a runtime; on exit every stream gets its terminal entry and every child is reaped.
 
-    ``launcher`` replaces the real subprocess launcher (tests use
-    :class:`engine.runtime.scripted.ScriptedLauncher`). Exceptions from the body come out of trio's
+    ``launcher`` replaces the real subprocess launcher (any :class:`engine.runtime.process.Launcher`; the
+    test suite's in-memory one is ``tests/scripted.py``). Exceptions from the body come out of trio's
     nursery, i.e. wrapped in an ``ExceptionGroup``.
     """
     rt = Runtime(config or RuntimeConfig(), launcher)
@@ -121,11 +113,40 @@ async def open_runtime(
         rt._close_logs()
 
 
+class RuntimeClock:
+    """The runtime's one clock: wall-clock seconds (log timestamps) that run with trio's clock.
+
+    Anchored to ``time.time()`` once, then advanced by ``trio.current_time()``: a session's entries are
+    stamped with the same clock its timers sleep on, so the times in a log are the times its deadlines
+    were computed from (and under trio's mock clock, tests' virtual minutes show in the log). Outside a
+    trio run it reads the wall clock.
+    """
+
+    def __init__(self) -> None:
+        self._wall0 = time.time()
+        self._trio0: float | None = None
+
+    def __call__(self) -> float:
+        try:
+            t = trio.current_time()
+        except RuntimeError:
+            return time.time()
+        if self._trio0 is None:
+            self._trio0 = t
+        return self._wall0 + (t - self._trio0)
+
+    def to_trio(self, at: float) -> float:
+        """The trio time at which this clock reads ``at``."""
+        now = self()
+        return trio.current_time() + (at - now)
+
+
 class Runtime:
     """Sessions, turns, subscriptions, readiness and metrics. Get one from :func:`open_runtime`."""
 
     def __init__(self, config: RuntimeConfig, launcher: Launcher | None = None) -> None:
         self.config = config
+        self.clock = RuntimeClock()
         self._repo: FileLogRepository | None = None
         ledger_path: Path | None = None
         if config.data_dir is not None:
@@ -462,8 +483,9 @@ class Runtime:
         self, sid: str, agent: AgentConfig, store: LogStore, created_at: float | None = None
     ) -> Session:
         fold = SessionFold(sid)
-        # fsyncs go to the process-wide default syncer
-        journal = Journal(sid, store, backlog_bytes=self.config.storage_backlog_bytes)
+        # fsyncs go to the process-wide default syncer; the session's entries are stamped by the runtime's
+        # clock, on which its timers run too
+        journal = Journal(sid, store, clock=self.clock, backlog_bytes=self.config.storage_backlog_bytes)
         journal.add_failure_hook(self._on_storage_failed)
         session = Session(
             sid,
@@ -474,8 +496,9 @@ class Runtime:
             launcher=self.launcher,
             pool=self.pool if self.config.pool_size > 0 else None,
             created_at=created_at,
+            clock=self.clock,
+            to_trio=self.clock.to_trio,
         )
-        journal.folder = SessionFolder(fold, journal.stream_end, session)
         journal.add_listener(self._count)
         journal.add_listener(lambda records: self._changed(sid, records))
         journal.on_change = lambda: self._mark(sid)  # a machine moved (a turn's state, the session's)
@@ -602,21 +625,16 @@ class Runtime:
             session.created_at = _mtime(self._repo.path_for(sid))
         self._sessions[sid] = session
         self._mark(sid)
-        open_streams = session.fold.open_streams
+        # Every turn without a stream.ended in the log ends now: those left open and those an earlier
+        # recovery or the evidence ended but whose terminal entry was lost (a torn last line cut off by
+        # the repair). A stopped session stays readable.
+        now = self.clock()
+        session._feed(session.conductor.recover(stopped=bool(stopped)), now)
+        session._feed(session.conductor.end_unended("server restarted", now), now)
         if stopped:
-            # A stopped session stays readable; a stream left open by a crash mid-stop still gets its end.
-            for stream in open_streams:
-                session._end_stream(stream, "failed", "server restarted")
-            _end_unended(session)
             session.mark_stopped()
             session.close_log()
             return
-        # Every turn without a stream.ended in the log ends now: those left open (the fold ends them on
-        # this entry) and those an earlier recovery or the evidence ended but whose terminal entry was
-        # lost (a torn last line cut off by the repair).
-        unended = [v.id for v in session.fold.unended() if v.id not in open_streams]
-        session.journal.append(SessionRecovered(seq=0, ts=None, ended=[*open_streams, *unended]))
-        _end_unended(session)
         if self._closing:
             return
         await self._start_session(session, prewarm=False)
@@ -646,7 +664,7 @@ class Runtime:
         for session in self._sessions.values():
             if not session.journal.closed:
                 # Anything a cancelled session did not get to end still ends here (synchronously).
-                session._cancel_all("server shutting down")
+                session.end_all("server shutting down")
                 session.close_log()
             if session.journal.failing:
                 # The last try failed too: what still waits was sent to nobody, so it may be lost.
@@ -679,15 +697,6 @@ def _pct(values: list[float], p: int) -> float | None:
         return None
     index = min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))
     return values[index]
-
-
-def _end_unended(session: Session) -> None:
-    """Append a ``stream.ended`` for every turn of a reopened log that has none (recovery)."""
-    journal = session.journal
-    journal.settle()  # streams the evidence ended: their outcome from the fold
-    for stream in [*session.fold.streams, *journal.stream_start]:
-        if stream not in journal.stream_end:
-            session._end_stream(stream, "failed", "server restarted")
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -207,8 +207,10 @@ def test_a_turn_end_to_end() -> None:
     assert (s.state, s.outcome, s.terminal, s.ended, s.reason) == ("completed", "completed", True, False, "")
     assert (s.deltas, s.requested_seq, s.pid) == (3, 3, 7)
     t = s.timing
-    # turn.requested at 1003, prompt 1004, init 1005, message_start 1006 -> ttfe 3 s; text 1007-1011
-    assert (t.total_ms, t.ttfe_ms, t.thinking_ms, t.responding_ms) == (9000.0, 3000.0, 1000.0, 5000.0)
+    # turn.requested at 1003, prompt 1004, init 1005 -> ttfe 2 s; message_start 1006 -> ttft 3 s;
+    # text 1007-1011
+    assert (t.total_ms, t.ttfe_ms, t.thinking_ms, t.responding_ms) == (9000.0, 2000.0, 1000.0, 5000.0)
+    assert (t.ttft_ms, t.stalled_ms) == (3000.0, 0.0)
     assert (t.input_tokens, t.output_tokens, t.cost_usd) == (3, 4, 0.25)
     assert fold.cli_session_id == "cli-abc"
     assert fold.unended() == [s] and fold.open_streams == [] and fold.active_stream is None

@@ -34,6 +34,8 @@ def test_time_in_each_state_is_the_timing() -> None:
         input_tokens=10,
         output_tokens=5,
         cost_usd=0.01,
+        ttft_ms=2000.0,  # no line was noted apart: the first output is the first event
+        stalled_ms=0.0,
     )
     assert (t.ttfe_pct, t.thinking_pct, t.tool_pct, t.responding_pct) == (20.0, 15.0, 50.0, 15.0)
     assert clock.stopped

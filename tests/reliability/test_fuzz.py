@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from tests.reference import one_line_at_a_time
 from tests.reliability.servers import ODD_LINES
+from turnstile.engine.conductor import Conductor
 from turnstile.engine.errors import LogCorrupted
 from turnstile.engine.fold import SessionFold
 from turnstile.engine.log import (
@@ -56,7 +57,6 @@ from turnstile.engine.log import (
 from turnstile.engine.protocol import decode_line
 from turnstile.engine.replay import replay
 from turnstile.engine.runtime.journal import Journal
-from turnstile.engine.runtime.session import SessionFolder
 from turnstile.engine.stores.file import FileLogStore
 from turnstile.engine.stores.memory import MemoryLogStore
 from turnstile.engine.transcript import frames_of, read_entries
@@ -334,7 +334,7 @@ class _Clock:
 def test_the_live_fold_and_the_replayed_log_agree(script: list[tuple[str, Any]]) -> None:
     journal = Journal("s", MemoryLogStore(), clock=_Clock())
     fold = SessionFold("s")
-    journal.folder = SessionFolder(fold, journal.stream_end, None)
+    journal.folder = Conductor(fold, session_id="s")
     journal.append(SessionCreated(seq=0, ts=None, session_id="s", agent="sim"))
     turns = 0
     current: str | None = None

@@ -18,9 +18,10 @@ import pytest
 import trio
 
 from tests.procs import become_subreaper, descendants, kill_and_reap
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.log import AnyEntry, Record, StreamEnded
+from turnstile.engine.rehearsal import rehearse
 from turnstile.engine.runtime import AgentConfig, Runtime, RuntimeConfig, open_runtime
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 become_subreaper()
 
@@ -128,10 +129,12 @@ def kinds(entries: list[AnyEntry] | list[Record]) -> list[str]:
 
 
 def assert_gap_free(rt: Runtime, sid: str) -> list[AnyEntry]:
-    """The session's whole log has seqs 1..N; every stream has exactly one stream.ended; returned."""
+    """The session's whole log has seqs 1..N; every stream has exactly one stream.ended; a conductor fed
+    the log asks for the entries the live session wrote (``engine.rehearsal``); returned."""
     journal = rt.session(sid).journal
     entries = [r.entry for r in journal.read(0, 1_000_000)]
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert rehearse(entries, rt.config.limits()) == []
     ends: dict[str, int] = {}
     for e in entries:
         if isinstance(e, StreamEnded):

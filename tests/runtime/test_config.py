@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import config
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.errors import ConfigError
 from turnstile.engine.runtime import AgentConfig, RuntimeConfig, open_runtime
 from turnstile.engine.runtime.process import SubprocessLauncher, agent_argv, agent_env
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 from turnstile.engine.runtime.stderr import StderrCapture
 
 

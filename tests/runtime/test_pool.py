@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from tests.runtime.conftest import SIM, assert_gap_free, config, ended, run_turn
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.log import (
     AnyEntry,
     CliLine,
@@ -23,7 +24,6 @@ from turnstile.engine.protocol import ControlResponse
 from turnstile.engine.replay import replay
 from turnstile.engine.runtime import AgentConfig, open_runtime
 from turnstile.engine.runtime.priming import PRIME_REQUEST_PREFIX
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 from turnstile.engine.transcript import Item
 
 
@@ -274,7 +274,7 @@ async def test_a_process_that_never_answers_priming_is_never_handed_out(
         )
         assert sum(p.returncode is not None for p in launcher.spawned) >= len(failed)  # retired, not kept
         info = await rt.create_session()
-        _, entries = await run_turn(rt, info.id, "[[deltas=1]] hi")
+        _, entries = await run_turn(rt, info.id, "[[sim tokens=1]] hi")
         assert ended(entries).outcome == "completed"
         spawned = [e for e in assert_gap_free(rt, info.id) if isinstance(e, ProcessSpawned)]
         assert not spawned[0].warm  # a cold process of its own

@@ -17,8 +17,15 @@ import trio
 from tests.fakeapi import ApiError, FakeModelAPI, Hang, Text, ToolUse
 from tests.realcli import claude_binary_or_skip, offline_cli_env
 from tests.runtime.conftest import assert_gap_free, config, ended, run_turn, stream_entries
-from turnstile.engine.log import CliLine, ProcessSpawned, Timeout, view_of
-from turnstile.engine.protocol import ControlResponse
+from turnstile.engine.log import (
+    CliLine,
+    ProcessExited,
+    ProcessSpawned,
+    StreamStalled,
+    Timeout,
+    view_of,
+)
+from turnstile.engine.protocol import ApiRetry, ControlResponse
 from turnstile.engine.runtime import AgentConfig, Runtime, open_runtime
 from turnstile.engine.runtime.priming import PRIME_REQUEST_PREFIX
 
@@ -168,3 +175,70 @@ async def test_a_warm_real_cli_is_primed_before_it_is_handed_out(rt: Runtime, ap
     context = answers[1]
     assert isinstance(context, ControlResponse) and context.response.response is not None
     assert "categories" in context.response.response  # what the CLI built: the system prompt's share etc.
+
+
+async def test_a_stalled_api_that_sends_pings_times_out_for_no_progress(
+    claude: AgentConfig, api: FakeModelAPI
+) -> None:
+    """Keep-alive pings are signs of life, not progress: a stream that only pings is stalled."""
+    api.push(Hang(ping_every_s=0.3), Text("back again"))
+    cfg = config(pool_size=1, default_agent=claude, stall_notice_s=1.0, stall_timeout_s=4.0)
+    async with open_runtime(cfg) as rt:
+        info = await rt.create_session()
+        _, entries = await run_turn(rt, info.id, "hang with pings", within=TURN_S)
+        end = ended(entries)
+        assert end.outcome == "timed_out", end
+        assert "no progress for 4 s" in end.reason, end
+        kinds = [type(e) for e in entries]
+        assert StreamStalled in kinds and kinds.index(StreamStalled) < kinds.index(Timeout)
+        assert [e.which for e in entries if isinstance(e, Timeout)] == ["stall"]
+        assert end.timing is not None and end.timing.stalled_ms and end.timing.stalled_ms >= 3000
+        _, entries = await run_turn(rt, info.id, "are you back?", within=TURN_S)
+        assert ended(entries).outcome == "completed"
+        assert_gap_free(rt, info.id)
+
+
+async def test_api_retries_are_their_own_phase_and_the_first_event_comes_at_once(
+    rt: Runtime, api: FakeModelAPI
+) -> None:
+    api.push(
+        ApiError(status=500, message="flaky", should_retry=True),
+        ApiError(status=500, message="flaky", should_retry=True),
+        Text("made it", chunks=3),
+    )
+    info = await rt.create_session()
+    _, entries = await run_turn(rt, info.id, "retry please", within=TURN_S)
+    end = ended(entries)
+    assert end.outcome == "completed", end
+    retries = [v for v in (view_of(e) for e in entries if isinstance(e, CliLine)) if isinstance(v, ApiRetry)]
+    assert len(retries) == 2
+    t = end.timing
+    assert t is not None and t.ttfe_ms is not None and t.ttft_ms is not None and t.stalled_ms is not None
+    # system/init came before the retries; the first token after them; the wait was not "thinking".
+    assert t.ttfe_ms < t.ttft_ms
+    waited = sum(r.retry_delay_ms or 0 for r in retries)
+    assert t.stalled_ms >= 0.9 * waited > 0, (t, waited)
+    assert (t.thinking_ms or 0) < t.stalled_ms
+    assert_gap_free(rt, info.id)
+
+
+async def test_stopping_a_busy_session_signals_at_once(claude: AgentConfig, api: FakeModelAPI) -> None:
+    """The CLI ignores stdin EOF mid-turn: a stop of a busy session must not wait out the close grace."""
+    api.push(Text("word " * 300, chunks=300, token_delay=0.1))
+    cfg = config(pool_size=1, default_agent=claude, close_grace_s=120.0)
+    async with open_runtime(cfg) as rt:
+        info = await rt.create_session()
+        stream = await rt.start_turn(info.id, "talk slowly")
+        with trio.fail_after(TURN_S):
+            async with rt.subscribe(info.id, stream=stream) as sub:
+                async for batch in sub:
+                    if any(b"text_delta" in r.data for r in batch):
+                        break
+        with trio.fail_after(30):  # far less than close_grace_s: no stdin-EOF grace was waited out
+            await rt.stop_session(info.id)
+        entries = [r.entry for r in rt.session(info.id).journal.read(0, 100_000)]
+        mine = [e for e in entries if e.stream == stream]
+        assert ended(mine).outcome == "cancelled"
+        exits = [e for e in entries if isinstance(e, ProcessExited)]
+        assert exits and exits[-1].expected and exits[-1].reason.startswith("session stopped")
+        assert_gap_free(rt, info.id)

@@ -15,11 +15,11 @@ import pytest
 import trio
 
 from tests.runtime.conftest import assert_gap_free, config, ended, live_descendants, run_turn
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.errors import SessionExists, SessionStopped
 from turnstile.engine.log import ProcessSpawned, SessionRecovered, StreamEnded
 from turnstile.engine.runtime import open_runtime
 from turnstile.engine.runtime.ledger import ProcessLedger
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +105,7 @@ async def test_logs_survive_a_clean_restart_and_subscriptions_resume(tmp_path: P
     async with open_runtime(cfg, launcher=launcher) as rt:
         info = await rt.create_session(session_id="keep")
         stream, first = await run_turn(rt, "keep", "one")
-        hanging = await rt.start_turn("keep", "[[hang]]")
+        hanging = await rt.start_turn("keep", "[[sim hang=first]]")
         stopped = await rt.create_session(session_id="done")
         await rt.stop_session("done")
         last = rt.session("keep").journal.last_seq

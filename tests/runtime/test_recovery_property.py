@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.runtime.conftest import config, run_turn
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.log import AnyEntry, PromptWritten, StreamEnded, TurnRequested, decode_entry
 from turnstile.engine.runtime import open_runtime
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts"
 
@@ -53,15 +53,15 @@ async def _make_logs(root: Path) -> dict[str, bytes]:
     data = root / "made"
     async with open_runtime(config(data_dir=str(data)), launcher=ScriptedLauncher()) as rt:
         await rt.create_session(session_id="a")
-        await run_turn(rt, "a", "one [[deltas=3]]")
-        await run_turn(rt, "a", "[[crash]]")
-        await run_turn(rt, "a", "[[error]]")
-        await rt.start_turn("a", "[[hang]]")
+        await run_turn(rt, "a", "one [[sim tokens=3]]")
+        await run_turn(rt, "a", "[[sim crash=mid]]")
+        await run_turn(rt, "a", "[[sim api_error=500]]")
+        await rt.start_turn("a", "[[sim hang=first]]")
         await rt.start_turn("a", "queued behind the hang")
         await _wait_for(data, "a", PromptWritten)
         out["killed-mid-turn"] = _log_of(data, "a")
         await rt.create_session(session_id="b")
-        await run_turn(rt, "b", "[[deltas=2 stderr=2]]")
+        await run_turn(rt, "b", "[[sim tokens=2 stderr_flood=2]]")
         await rt.stop_session("b")
         out["stopped"] = _log_of(data, "b")
     out["shut-down"] = _log_of(data, "a")

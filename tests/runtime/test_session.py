@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from tests.runtime.conftest import assert_gap_free, config, ended, kinds, run_turn, stream_entries
+from tests.scripted import ScriptedLauncher
 from turnstile.engine.errors import QueueFull, SessionNotFound, SessionStopped, StreamNotFound
 from turnstile.engine.log import (
     InterruptEscalated,
@@ -26,7 +27,6 @@ from turnstile.engine.log import (
     SessionStopped as SessionStoppedEntry,
 )
 from turnstile.engine.runtime import AgentConfig, Runtime, open_runtime
-from turnstile.engine.runtime.scripted import ScriptedLauncher
 
 
 async def test_plain_turn_completes_and_log_is_complete(scripted_rt: Runtime) -> None:
@@ -52,7 +52,7 @@ async def test_turn_requested_is_logged_before_start_turn_returns(scripted_rt: R
 async def test_turns_run_one_at_a_time_in_order_and_queue_is_bounded(scripted: ScriptedLauncher) -> None:
     async with open_runtime(config(max_queued_turns=2), launcher=scripted) as rt:
         info = await rt.create_session()
-        first = await rt.start_turn(info.id, "[[sleep=0.2]] one")
+        first = await rt.start_turn(info.id, "[[sim ttft_ms=200]] one")
         second = await rt.start_turn(info.id, "two")
         third = await rt.start_turn(info.id, "three")
         with pytest.raises(QueueFull):
@@ -82,7 +82,7 @@ async def test_unknown_session_and_stream(scripted_rt: Runtime) -> None:
 async def test_interrupt_honoured_keeps_the_process(scripted: ScriptedLauncher) -> None:
     async with open_runtime(config(pool_size=1), launcher=scripted) as rt:
         info = await rt.create_session()
-        stream = await rt.start_turn(info.id, "[[hang]]")
+        stream = await rt.start_turn(info.id, "[[sim hang=first]]")
         async with rt.subscribe(info.id, stream=stream) as sub:
             async for batch in sub:
                 if any(type(r.entry).__name__ == "CliLine" for r in batch):
@@ -102,7 +102,7 @@ async def test_interrupt_ignored_escalates_to_sigterm_and_replaces_process(
     launcher = ScriptedLauncher()
     async with open_runtime(config(pool_size=1), launcher=launcher) as rt:
         info = await rt.create_session(AgentConfig(extra_args=("--ignore-interrupt",)))
-        stream = await rt.start_turn(info.id, "[[hang]]")
+        stream = await rt.start_turn(info.id, "[[sim hang=first]]")
         await trio.sleep(0.1)
         await rt.interrupt(info.id, stream)
         entries = await stream_entries(rt, info.id, stream)
@@ -122,7 +122,7 @@ async def test_interrupt_ignored_escalates_to_sigterm_and_replaces_process(
 
 async def test_interrupt_of_queued_turn_cancels_it_at_once(scripted_rt: Runtime) -> None:
     info = await scripted_rt.create_session()
-    running = await scripted_rt.start_turn(info.id, "[[sleep=0.2]]")
+    running = await scripted_rt.start_turn(info.id, "[[sim ttft_ms=200]]")
     queued = await scripted_rt.start_turn(info.id, "later")
     await scripted_rt.interrupt(info.id, queued)
     end = ended(await stream_entries(scripted_rt, info.id, queued))
@@ -136,9 +136,9 @@ async def test_interrupt_of_queued_turn_cancels_it_at_once(scripted_rt: Runtime)
 @pytest.mark.parametrize(
     ("prompt", "overrides", "which"),
     [
-        ("[[silent]]", {"first_event_timeout_s": 5.0}, "first_event"),
-        ("[[hang]]", {"idle_timeout_s": 7.0}, "idle"),
-        ("[[deltas=100 delta_s=1]]", {"turn_timeout_s": 20.0, "idle_timeout_s": 5.0}, "turn"),
+        ("[[sim hang=start]]", {"first_event_timeout_s": 5.0}, "first_event"),
+        ("[[sim hang=first]]", {"idle_timeout_s": 7.0}, "idle"),
+        ("[[sim tokens=100 token_ms=1000]]", {"turn_timeout_s": 20.0, "idle_timeout_s": 5.0}, "turn"),
     ],
 )
 async def test_layered_timeouts_end_stream_timed_out_and_replace_process(
@@ -175,7 +175,7 @@ async def test_crash_mid_turn_fails_with_exit_status_and_stderr_then_resumes(
     async with open_runtime(config(pool_size=1), launcher=scripted) as rt:
         info = await rt.create_session()
         _, entries = await run_turn(rt, info.id, "first")
-        _, entries = await run_turn(rt, info.id, "[[crash]]")
+        _, entries = await run_turn(rt, info.id, "[[sim crash=mid]]")
         end = ended(entries)
         assert end.outcome == "failed"
         assert end.exit_status == 1
@@ -209,7 +209,7 @@ async def test_failed_resume_is_reported_plainly(scripted: ScriptedLauncher) -> 
 
 async def test_error_result_fails_the_stream(scripted_rt: Runtime) -> None:
     info = await scripted_rt.create_session()
-    _, entries = await run_turn(scripted_rt, info.id, "[[error]]")
+    _, entries = await run_turn(scripted_rt, info.id, "[[sim api_error=500]]")
     end = ended(entries)
     assert end.outcome == "failed" and "500" in end.reason
 
@@ -217,7 +217,7 @@ async def test_error_result_fails_the_stream(scripted_rt: Runtime) -> None:
 async def test_stderr_is_logged_and_rate_limited(scripted: ScriptedLauncher) -> None:
     async with open_runtime(config(stderr_burst=5, stderr_lines_per_s=0.001), launcher=scripted) as rt:
         info = await rt.create_session()
-        await run_turn(rt, info.id, "[[stderr=50]]")
+        await run_turn(rt, info.id, "[[sim stderr_flood=50]]")
         await rt.stop_session(info.id)
         log = assert_gap_free(rt, info.id)
         err = [e for e in log if isinstance(e, Stderr)]
@@ -228,7 +228,7 @@ async def test_stderr_is_logged_and_rate_limited(scripted: ScriptedLauncher) -> 
 
 async def test_stop_session_cancels_open_streams_and_refuses_turns(scripted_rt: Runtime) -> None:
     info = await scripted_rt.create_session()
-    running = await scripted_rt.start_turn(info.id, "[[hang]]")
+    running = await scripted_rt.start_turn(info.id, "[[sim hang=first]]")
     queued = await scripted_rt.start_turn(info.id, "later")
     await trio.sleep(0.01)
     await scripted_rt.stop_session(info.id)
@@ -252,7 +252,7 @@ async def test_cancelling_the_root_mid_turn_still_writes_the_terminal_entry(
     with trio.CancelScope() as outer:
         async with open_runtime(config(pool_size=1), launcher=scripted) as rt:
             info = await rt.create_session()
-            stream = await rt.start_turn(info.id, "[[hang]]")
+            stream = await rt.start_turn(info.id, "[[sim hang=first]]")
             await trio.sleep(0.05)
             outer.cancel()
             await trio.sleep_forever()

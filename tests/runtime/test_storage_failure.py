@@ -16,10 +16,10 @@ import trio
 
 from tests.fulldisk import ENOSPC, Disk, full_disk
 from tests.runtime.conftest import config, run_turn
+from tests.scripted import EchoCli, ScriptedLauncher
 from turnstile.engine.errors import StorageFailed, StorageUnavailable
 from turnstile.engine.log import LogDropped, ProcessExited, Record, StreamEnded, decode_entry
 from turnstile.engine.runtime import open_runtime
-from turnstile.engine.runtime.scripted import EchoCli, ScriptedLauncher
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ async def test_a_running_turn_ends_at_once_and_nothing_unwritten_is_sent(
         disk.free = 4000  # the disk fills a few dozen lines into the next turn
         folded: list[object] = []
         rt.session("s").journal.add_folded_hook(lambda records: folded.extend(r.entry for r in records))
-        tid = await rt.start_turn("s", "[[deltas=400 delta_s=0.002]]")
+        tid = await rt.start_turn("s", "[[sim tokens=400 token_ms=2]]")
         got: list[Record] = []
         with trio.fail_after(10), pytest.raises(StorageFailed) as failed:
             async with rt.subscribe("s", after=info.last_seq, stream=None) as sub:
@@ -126,7 +126,7 @@ async def test_output_past_the_backlog_bound_is_counted_in_a_log_dropped_entry(
         session = rt.session("s")
         folded: list[object] = []
         session.journal.add_folded_hook(lambda records: folded.extend(r.entry for r in records))
-        tid = await rt.start_turn("s", "[[stderr=5 deltas=200 delta_s=0.001]]")
+        tid = await rt.start_turn("s", "[[sim stderr_flood=5 tokens=200 token_ms=1]]")
         # Until the agent's exit is in (in memory): its output after the bound is all counted by then.
         await _wait(lambda: any(isinstance(e, ProcessExited) for e in folded))
         assert session.journal.failing
@@ -149,7 +149,7 @@ async def test_a_session_stopped_while_storage_fails_is_written_once_space_retur
         config(data_dir=str(tmp_path), storage_retry_s=0.05), launcher=ScriptedLauncher()
     ) as rt:
         await rt.create_session(session_id="s")
-        tid = await rt.start_turn("s", "[[hang]]")
+        tid = await rt.start_turn("s", "[[sim hang=first]]")
         session = rt.session("s")
         await _wait(lambda: session.fold.streams[tid].state != "queued")
         disk.free = 0
@@ -169,7 +169,7 @@ async def test_a_restart_while_storage_fails_reuses_no_seq_anybody_was_sent(
     async with open_runtime(cfg, launcher=ScriptedLauncher()) as rt:
         await rt.create_session(session_id="s")
         disk.free = 3000
-        tid = await rt.start_turn("s", "[[deltas=400 delta_s=0.002]]")
+        tid = await rt.start_turn("s", "[[sim tokens=400 token_ms=2]]")
         with trio.fail_after(10), pytest.raises(StorageFailed):
             async with rt.subscribe("s") as sub:
                 async for batch in sub:

@@ -1,5 +1,9 @@
 """An in-memory, scripted agent process: the fast stand-in for tests (no fork, no pipes, no real time).
 
+Test-only (it lives under ``tests/``): the runtime ships no second CLI. Faults are asked for with the
+simulator's own prompt directives (``[[sim hang=first]]``, parsed by :func:`engine.agents.sim.parse_directives`),
+so one marker syntax serves the in-memory double, the real simulator process, and the docs.
+
 :class:`ScriptedProcess` implements :class:`engine.runtime.process.AgentProcess`. What it "prints" is
 decided by a :class:`Behaviour`, which turns each stdin message into a list of actions — :class:`Out`
 (stdout bytes), :class:`Err` (stderr bytes), :class:`Sleep`, :class:`Hang` (until more stdin arrives) and
@@ -9,19 +13,18 @@ With trio's ``MockClock(autojump_threshold=0)`` timeouts of minutes take no real
 
 :class:`EchoCli` is the default behaviour: a small, faithful stream-json CLI (``system/init`` every turn,
 partial ``stream_event`` deltas, one ``assistant`` line, a ``result``; interrupts answered with a
-``control_response`` and an ``error_during_execution`` result; stdin EOF exits 0). Prompt directives in
-``[[...]]`` inject faults: ``silent`` (print nothing at all), ``hang`` (stop after
-``system/init``), ``crash`` (exit 1 mid-turn with a stderr line), ``exit0`` (exit 0 mid-turn, no
-result), ``error`` (an error result), ``sleep=S`` (before the answer), ``deltas=N`` (N text deltas,
-each after ``delta_s=S``), ``stderr=N`` (N stderr lines), ``garbage`` (a non-JSON line),
-``ignore_interrupt``.
+``control_response`` and an ``error_during_execution`` result; stdin EOF exits 0). It honours these of
+the simulator's directives: ``hang=start`` (print nothing at all), ``hang=first`` / ``hang=mid`` (stop
+after ``system/init``), ``crash=mid`` / ``crash=start`` (exit 1 mid-turn with a stderr line), ``exit0``
+(exit 0 mid-turn, no result), ``api_error=CODE`` (an error result), ``ttft_ms=MS`` (a pause before the
+answer), ``tokens=N`` with ``token_ms=MS`` (N text deltas, each after MS), ``stderr_flood=N`` (N stderr
+lines), ``garbage`` (a non-JSON line), ``ignore_interrupt``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 import signal as signal_mod
 import uuid
 from collections import deque
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 import trio
 
+from turnstile.engine.agents.sim import Directives, parse_directives
 from turnstile.engine.runtime.config import AgentConfig
 
 __all__ = [
@@ -246,6 +250,8 @@ class ScriptedProcess:
                 await changed.wait()
                 return  # woken by stdin or a signal: re-evaluate (the deadline is kept)
             self._sleep_deadline = None
+            if self._rc is not None or not self._actions or self._actions[0] is not action:
+                return  # exited, or the answer was dropped, while sleeping
             self._actions.popleft()
         elif isinstance(action, Hang):
             if len(self._actions) > 1:
@@ -267,20 +273,16 @@ class ScriptedProcess:
 
 # --- the default behaviour: a small stream-json CLI -------------------------------------------------------
 
-_DIRECTIVE = re.compile(r"\[\[(.*?)\]\]")
-
 
 def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def _directives(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for group in _DIRECTIVE.findall(text):
-        for word in group.split():
-            key, _, value = word.partition("=")
-            out[key] = value
-    return out
+def _directives(text: str) -> tuple[Directives, str]:
+    """The simulator's directives of a prompt (``[[sim ...]]``) and the prompt without them."""
+    raw, clean = parse_directives(text)
+    directives, _warnings = Directives.from_raw(raw)
+    return directives, clean
 
 
 @dataclass
@@ -376,11 +378,11 @@ class EchoCli:
         ]
 
     def _turn(self, prompt: str) -> list[Action]:
-        d = _directives(prompt)
-        self._turn_ignores_interrupt = "ignore_interrupt" in d
-        text = _DIRECTIVE.sub("", prompt).strip() or "ok"
+        d, clean = _directives(prompt)
+        self._turn_ignores_interrupt = d.ignore_interrupt
+        text = clean.strip() or "ok"
         answer = f"echo: {text}"
-        if "silent" in d:
+        if d.hang == "start":
             self._hanging = True
             return [Hang()]
         acts: list[Action] = [
@@ -396,24 +398,24 @@ class EchoCli:
                 )
             )
         ]
-        if "stderr" in d:
-            acts.extend(Err(f"stderr line {i}\n".encode()) for i in range(int(d["stderr"] or 10)))
-        if "sleep" in d:
-            acts.append(Sleep(float(d["sleep"] or 1)))
-        if "hang" in d:
+        if d.stderr_flood:
+            acts.extend(Err(f"stderr line {i}\n".encode()) for i in range(d.stderr_flood))
+        if d.ttft_ms:
+            acts.append(Sleep(d.ttft_ms / 1000))
+        if d.hang is not None:
             self._hanging = True
             acts.append(Hang())
             return acts
-        if "garbage" in d:
+        if d.garbage:
             acts.append(Out(b"this is not json\n"))
-        if "crash" in d:
+        if d.crash is not None:
             acts += [Err(b"scripted agent: crashed mid-turn\n"), Exit(1)]
             return acts
-        if "exit0" in d:
+        if d.exit0:
             acts.append(Exit(0))
             return acts
-        deltas = int(d.get("deltas") or 0)
-        delta_s = float(d.get("delta_s") or 0)
+        deltas = d.tokens or 0
+        delta_s = (d.token_ms or 0) / 1000
         if self.partial_messages and deltas:
             acts.append(
                 Out(
@@ -460,11 +462,15 @@ class EchoCli:
         if self.partial_messages and deltas:
             acts.append(Out(self._event({"type": "content_block_stop", "index": 0})))
             acts.append(Out(self._event({"type": "message_stop"})))
-        if "error" in d:
+        if d.api_error is not None:
             acts.append(
                 Out(
                     self._result(
-                        "success", True, "API Error: 500", terminal_reason="api_error", api_error_status=500
+                        "success",
+                        True,
+                        f"API Error: {d.api_error}",
+                        terminal_reason="api_error",
+                        api_error_status=d.api_error,
                     )
                 )
             )
