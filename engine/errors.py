@@ -83,6 +83,23 @@ class SessionDamaged(TurnstileError):
     """
 
 
+class SessionOwnedElsewhere(TurnstileError):
+    """The session is run by another server sharing the log (``owner``): this one only reads it.
+
+    Send turns, interrupts and stops to the owner (its ``node`` in the session's info); reading (SSE,
+    WebSocket, the log) works on every server.
+    """
+
+    def __init__(self, session_id: str, owner: str, node: str) -> None:
+        super().__init__(
+            f"session {session_id} is run by node {owner!r}; this node ({node!r}) only reads it: send turns, "
+            f"interrupts and stops to node {owner!r} (reading it works on every node; forwarding commands "
+            "between nodes is not built yet)"
+        )
+        self.session_id = session_id
+        self.owner = owner
+
+
 class StreamNotFound(TurnstileError):
     """The session has no stream (turn) with this id; stream ids are returned by ``start_turn``."""
 

@@ -58,6 +58,8 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     turns: list[TurnInfo]
     resume_failed: str | None = None
     log_error: str | None = None
+    #: The node that runs the session when servers share a Redis log (``--node-id``), else None.
+    node: str | None = None
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
