@@ -257,7 +257,7 @@ class Runtime:
         # Shielded (it returns at once): a session is either created and running, or not created at all.
         with trio.CancelScope(shield=True):
             await self._start_session(session, prewarm=self.config.pool_size > 0)
-        return session.info()
+        return self.info_of(session)
 
     async def _open_new_log(self, sid: str) -> AnyLogStore:
         try:

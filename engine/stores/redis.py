@@ -215,7 +215,10 @@ def split_session_url(url: str) -> tuple[str, str]:
             "redis://127.0.0.1:6379/0/s-1a2b3c)"
         )
     base = parts._replace(path=f"/{segments[0]}", query="", fragment="").geturl()
-    return base, validate_session_id(segments[1])
+    try:
+        return base, validate_session_id(segments[1])
+    except LogError as exc:
+        raise ConfigError(f"{url!r}: {exc}") from None
 
 
 class _Keys:
