@@ -18,7 +18,17 @@ from pathlib import Path
 import _common
 from _common import machine, versions
 
-SCRIPTS = ["decode", "replay", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
+SCRIPTS = [
+    "decode",
+    "replay",
+    "pipeline",
+    "latency",
+    "fanout",
+    "redis_store",
+    "fanout_nodes",
+    "coldwarm",
+    "footprint",
+]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

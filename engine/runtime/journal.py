@@ -148,6 +148,8 @@ class Journal:
         self.sync_error: str | None = None
         #: Writing behind: why the writer's last try failed (it keeps trying until the grace ends), else None.
         self.write_trouble: str | None = None
+        #: Writing behind: called when entries start waiting to be written (wakes the writer task).
+        self.on_unwritten: Callable[[], None] | None = None
         self.closed = False
         self._listeners: list[Listener] = []
         self._folded_hooks: list[Listener] = []
@@ -279,12 +281,15 @@ class Journal:
         except LogError as exc:
             self._begin_failure(str(exc), records[0].entry.seq)
             return []
+        self._written = records[-1].entry.seq
         return records
 
     def _begin_failure(self, reason: str, first_seq: int) -> None:
         """A storage failure episode begins: announced after the batch at hand is folded."""
         self.write_error = reason
         self._announce = True
+        if self.writes_behind:
+            self._wake()  # flush() waits no longer: the entries wait in memory now
         logger.error(
             "log %s cannot be written: %s. Entries from seq %d on are kept in memory (agent output up "
             "to %d bytes), sent to nobody, and written first when the storage works again; "
@@ -320,8 +325,8 @@ class Journal:
     def _keep(self, records: list[Record]) -> None:
         self._pending.extend(records)
         self._pending_bytes += sum(len(r.data) + 1 for r in records)
-        if self.writes_behind:
-            self._wake()
+        if self.writes_behind and self.on_unwritten is not None:
+            self.on_unwritten()
 
     def _check_backlog(self, records: Sequence[Record]) -> None:
         """Writing behind: more waiting than ``backlog_bytes`` begins a storage failure episode."""
@@ -473,11 +478,6 @@ class Journal:
             out.append(rec)
             size += len(rec.data) + 1
         return out
-
-    async def wait_unwritten(self) -> None:
-        """Wait until entries wait to be written (at once if some do)."""
-        while not self._pending and not self._store_released:
-            await self._progress.wait()
 
     @property
     def released(self) -> bool:

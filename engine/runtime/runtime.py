@@ -42,7 +42,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -79,7 +78,7 @@ from turnstile.engine.runtime.pool import Pool
 from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
 from turnstile.engine.runtime.session import Session, SessionFolder
 from turnstile.engine.runtime.subscription import Subscription
-from turnstile.engine.runtime.writer import write_behind
+from turnstile.engine.runtime.writer import WriteBehind
 from turnstile.engine.stores import AnyLogStore, Repository
 from turnstile.engine.stores.file import validate_session_id
 from turnstile.engine.stores.repository import FileRepository, MemoryRepository
@@ -116,8 +115,9 @@ async def open_runtime(
             try:
                 await nursery.start(rt._run_pool)
                 rt.pool.want(rt.config.default_agent)
-                if rt.followers is not None:
+                if rt.followers is not None and rt.writer is not None:
                     nursery.start_soon(rt._watch_repository)
+                    await nursery.start(rt.writer.run)
                     await nursery.start(rt.followers.run)
                 nursery.start_soon(rt._recover)
                 nursery.start_soon(rt._retry_storage)
@@ -151,6 +151,13 @@ class Runtime:
             self._repo: Repository = self._shared
             self.node = self._shared.node
             self.followers = Followers(self._shared, retry_max_s=max(config.storage_retry_s, 1.0))
+            #: The one task that writes every log of this runtime to Redis (in pipelined rounds).
+            self.writer: WriteBehind | None = WriteBehind(
+                self._shared,
+                grace_s=config.storage_grace_s,
+                retry_max_s=max(config.storage_retry_s, 1.0),
+                on_trouble=self._on_store_trouble,
+            )
             if config.data_dir is not None:  # only the process ledger lives there
                 try:
                     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
@@ -168,6 +175,8 @@ class Runtime:
                 logger.error("%s", exc)
         else:
             self._repo = MemoryRepository()
+        if self._shared is None:
+            self.writer = None
         self.ledger = ProcessLedger(ledger_path)
         self.reaped = self.ledger.reap_leftovers()
         for entry in self.reaped:
@@ -609,17 +618,8 @@ class Runtime:
         journal.folder = SessionFolder(fold, journal.stream_end, session)
         journal.add_listener(self._count)
         if journal.writes_behind:
-            assert self._nursery is not None
-            self._nursery.start_soon(
-                partial(
-                    write_behind,
-                    journal,
-                    grace_s=self.config.storage_grace_s,
-                    retry_max_s=max(self.config.storage_retry_s, 1.0),
-                    on_trouble=self._on_store_trouble,
-                ),
-                name=f"writer {sid}",
-            )
+            assert self.writer is not None
+            self.writer.add(journal)
         return session
 
     def _count(self, records: Sequence[Record]) -> None:
@@ -806,6 +806,10 @@ class Runtime:
                     nursery.start_soon(session.journal.flush)
 
     def _close_logs(self) -> None:
+        if self.followers is not None:
+            # Readers of sessions other nodes run end here (they resume on another node).
+            for follower in self.followers.all():
+                self.followers.forget(follower.id)
         for session in self._sessions.values():
             if not session.journal.closed:
                 # Anything a cancelled session did not get to end still ends here (synchronously).

@@ -43,13 +43,14 @@ import msgspec
 
 from turnstile.engine.errors import ConfigError, LogCorrupted, LogError
 from turnstile.engine.log import Record, SessionStopped, decode_entry
+from turnstile.engine.stores import AsyncLogStore
 from turnstile.engine.stores.file import validate_session_id
 from turnstile.engine.stores.memory import check_continues
 
 try:  # an optional dependency: pip install 'turnstile[redis]'
     import anyio
     import coredis
-    from coredis.exceptions import RedisError
+    from coredis.exceptions import NoScriptError, RedisError
     from coredis.tokens import PureToken
 
     HAVE_COREDIS = True
@@ -257,6 +258,7 @@ class RedisRepository:
             settings.url, connect_timeout=settings.connect_timeout_s, decode_responses=False
         )
         self._append = self.client.register_script(APPEND_SCRIPT)
+        self._script_loaded = False
         self._problem: str | None = None
         self._trouble_logged = False
 
@@ -386,6 +388,52 @@ class RedisRepository:
         """Unknown without I/O (a log with no ``session.created`` keeps the recovery time)."""
         return None
 
+    async def append_many(
+        self, batches: Sequence[tuple[AsyncLogStore, Sequence[Record]]]
+    ) -> list[int | LogError]:
+        """Append a batch to each of several sessions' streams in one pipeline (one round trip).
+
+        Per batch: how many of its records are written now (all; a first part after a lost answer; 0 to
+        send again at once), or the :class:`LogError` that stops its log. Raises :class:`LogError` when
+        Redis cannot be reached (then nothing is known to be written: send the same batches again).
+        """
+        sha = self._append.sha
+        limit = self.settings.command_timeout_s
+        stores = [_redis_store(store) for store, _batch in batches]
+        calls = [
+            (store, store.append_args(batch)) for store, (_s, batch) in zip(stores, batches, strict=True)
+        ]
+        if not self._script_loaded:
+            await self.call(self.client.script_load(APPEND_SCRIPT))
+            self._script_loaded = True
+        try:
+            with anyio.fail_after(limit):
+                async with self.client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    requests = [pipe.evalsha(sha, keys=store._keys, args=args) for store, args in calls]
+        except TimeoutError:
+            raise LogError(f"{self.description} did not answer within {limit:g} s") from None
+        except _REDIS_ERRORS as exc:
+            raise LogError(f"{self.description}: {_describe(exc)}") from exc
+        out: list[int | LogError] = []
+        reload = False
+        for store, (_store, batch), request in zip(stores, batches, requests, strict=True):
+            try:
+                reply = await request
+            except NoScriptError:
+                reload = True  # Redis restarted and forgot the script: load it, send again
+                out.append(0)
+                continue
+            except _REDIS_ERRORS as exc:
+                out.append(LogError(f"{self.description}: {_describe(exc)}"))
+                continue
+            try:
+                out.append(store.take_reply(batch, reply))
+            except LogError as exc:
+                out.append(exc)
+        if reload:
+            self._script_loaded = False  # loaded before the next round
+        return out
+
     async def read_new(
         self, stores: Sequence[tuple[RedisLogStore, int]], *, block_ms: int, count: int = _READ_PAGE
     ) -> dict[str, list[Record]]:
@@ -437,48 +485,57 @@ class RedisLogStore:
 
     async def append_async(self, records: Sequence[Record]) -> None:
         """Append ``records`` (continuing the log) in one script call; all or none."""
-        if self._closed:
-            raise LogError(f"append to the closed Redis log of session {self.session_id}")
-        if not records:
-            return
-        check_continues(self._last, records)
-        repo = self.repo
-        ttl = 0
-        if repo.settings.trim.kind == "age" and any(type(r.entry) is SessionStopped for r in records):
-            ttl = repo.settings.trim.value
         pending = list(records)
         while pending:
-            expected = pending[0].entry.seq - 1
-            args: list[Any] = [str(expected), *repo.settings.trim.script_args(), str(ttl)]
-            args.extend(r.data for r in pending)
-            reply: Any = await repo.call(repo._append(keys=self._keys, args=args))
-            status, value = reply[0], reply[1]
-            if status == b"ok":
-                ms = int(value)
-                for r in pending:
-                    self._remember(r.entry.seq, ms)
-                break
-            found = int(value)
+            args = self.append_args(pending)
+            reply: Any = await self.repo.call(self.repo._append(keys=self._keys, args=args))
+            del pending[: self.take_reply(pending, reply)]
+
+    def append_args(self, records: Sequence[Record]) -> list[Any]:
+        """The :data:`APPEND_SCRIPT` arguments that append ``records`` (raises :class:`SequenceGap`)."""
+        if self._closed:
+            raise LogError(f"append to the closed Redis log of session {self.session_id}")
+        check_continues(self._last, records)
+        settings = self.repo.settings
+        ttl = 0
+        if settings.trim.kind == "age" and any(type(r.entry) is SessionStopped for r in records):
+            ttl = settings.trim.value
+        args: list[Any] = [str(records[0].entry.seq - 1), *settings.trim.script_args(), str(ttl)]
+        args.extend(r.data for r in records)
+        return args
+
+    def take_reply(self, records: Sequence[Record], reply: Any) -> int:
+        """How many of ``records`` the script's ``reply`` says are written (all, or — after a lost answer
+        — a first part: send the rest again). Raises :class:`LogError` when the log cannot go on."""
+        status, value = reply[0], reply[1]
+        expected = records[0].entry.seq - 1
+        if status == b"ok":
+            ms = int(value)
+            for r in records:
+                self._remember(r.entry.seq, ms)
+            self._last = records[-1].entry.seq
+            return len(records)
+        found = int(value)
+        if expected < found <= records[-1].entry.seq:
+            # An earlier try of (part of) this batch was written and its answer lost: skip that part.
             lower = self._ms[-1] if len(self._ms) else self._last_ms
-            if expected < found <= pending[-1].entry.seq:
-                # An earlier try of (part of) this batch was written and its answer lost: skip it.
-                applied = found - expected
-                for r in pending[:applied]:
-                    self._remember(r.entry.seq, lower)
-                del pending[:applied]
-                continue
-            if found < expected:
-                raise LogError(
-                    f"the Redis log of session {self.session_id} ends at seq {found} but seq {expected} was "
-                    f"written: {repo.description} lost entries (restarted without persistence, or the keys "
-                    "were deleted). Nothing more is written to it; see docs/scaling.md, Persistence"
-                )
+            applied = found - expected
+            for r in records[:applied]:
+                self._remember(r.entry.seq, lower)
+            self._last = found
+            return applied
+        repo = self.repo
+        if found < expected:
             raise LogError(
-                f"the Redis log of session {self.session_id} already goes on to seq {found} (this server "
-                f"wrote up to {expected}): another server writes to it. Two servers share the node id "
-                f"{repo.node!r}? Give each its own --node-id"
+                f"the Redis log of session {self.session_id} ends at seq {found} but seq {expected} was "
+                f"written: {repo.description} lost entries (restarted without persistence, or the keys "
+                "were deleted). Nothing more is written to it; see docs/scaling.md, Persistence"
             )
-        self._last = records[-1].entry.seq
+        raise LogError(
+            f"the Redis log of session {self.session_id} already goes on to seq {found} (this server "
+            f"wrote up to {expected}): another server writes to it. Two servers share the node id "
+            f"{repo.node!r}? Give each its own --node-id"
+        )
 
     async def read_async(self, after: int = 0, limit: int | None = None) -> list[Record]:
         """Records with ``seq > after`` (``XRANGE`` from ``after``'s id, exclusive), ``limit`` at most."""
@@ -556,6 +613,12 @@ class RedisLogStore:
             # Not read yet (a gap): the last known time is a lower bound for every seq in it.
             self._ms.extend([self._ms[-1]] * (seq - end))
         self._ms.append(ms)
+
+
+def _redis_store(store: AsyncLogStore) -> RedisLogStore:
+    if not isinstance(store, RedisLogStore):
+        raise TypeError(f"{store!r} is not a Redis log")
+    return store
 
 
 def _text(value: bytes | str) -> str:

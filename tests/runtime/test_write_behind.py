@@ -21,7 +21,7 @@ from turnstile.engine.errors import StorageFailed
 from turnstile.engine.log import CliLine, LogDropped, Record, Stderr, TurnRequested
 from turnstile.engine.runtime.journal import Journal
 from turnstile.engine.runtime.subscription import Subscription
-from turnstile.engine.runtime.writer import write_behind
+from turnstile.engine.runtime.writer import WriteBehind
 from turnstile.engine.stores.redis import RedisRepository, RedisSettings
 
 
@@ -33,10 +33,17 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 async def journal_on(
-    repo: RedisRepository, nursery: trio.Nursery, *, grace_s: float = 30.0, backlog_bytes: int = 16 << 20
+    repo: RedisRepository,
+    nursery: trio.Nursery,
+    *,
+    grace_s: float = 30.0,
+    backlog_bytes: int = 16 << 20,
+    sid: str = "s1",
 ) -> Journal:
-    journal = Journal("s1", await repo.open("s1"), backlog_bytes=backlog_bytes)
-    nursery.start_soon(lambda: write_behind(journal, grace_s=grace_s, retry_max_s=0.2))
+    journal = Journal(sid, await repo.open(sid), backlog_bytes=backlog_bytes)
+    writer = WriteBehind(repo, grace_s=grace_s, retry_max_s=0.2)
+    writer.add(journal)
+    nursery.start_soon(writer.run)
     return journal
 
 
@@ -164,4 +171,30 @@ async def test_more_waiting_than_the_bound_ends_it_at_once_and_notes_the_dropped
         assert isinstance(note, LogDropped)  # ... and said so
         assert note.entries == len(frames) - len(kept) + 1  # (+ the stderr line)
         journal.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_round_writes_every_session_waiting(redis: RedisServer) -> None:
+    repo = RedisRepository(RedisSettings(url=redis.url, node="n1"))
+    async with repo.connected(), trio.open_nursery() as nursery:
+        writer = WriteBehind(repo, grace_s=30.0, retry_max_s=0.2)
+        journals = [Journal(f"s{i}", await repo.open(f"s{i}")) for i in range(20)]
+        subs = []
+        for journal in journals:
+            writer.add(journal)
+            subs.append(Subscription(journal, after=0))
+        redis.command("CLIENT", "PAUSE", "60000", "WRITE")
+        await nursery.start(writer.run)
+        for n, journal in enumerate(journals):
+            journal.extend([turn(n), turn(n + 100)])
+        await trio.testing.wait_all_tasks_blocked()  # the first round is on its way (Redis holds it)
+        for journal in journals[:10]:
+            journal.extend([turn(999)])  # these wait for the next round
+        redis.command("CLIENT", "UNPAUSE")
+        for journal, sub in zip(journals, subs, strict=True):
+            want = 3 if journal in journals[:10] else 2
+            assert [r.entry.seq for r in await take(sub, want)] == list(range(1, want + 1))
+            sub.close()
+            journal.close()
+        assert writer.rounds == 2 and writer.batches == 30  # 20 sessions, then 10: two round trips
         nursery.cancel_scope.cancel()
