@@ -1,14 +1,16 @@
 """Fan-out across nodes: one turn, run by node A, read by ``--subscribers`` SSE clients on each of three
-``turnstile serve`` processes sharing one Redis — vs the same clients on one node with a file log.
+``turnstile serve`` processes sharing one Redis — vs all those clients on one node with a file log.
 
 Every server is a child process (hypercorn's trio worker, pool size 0, ``bench/emitter.py`` as the agent,
 which writes ``--events`` token deltas ``--interval-ms`` apart from an instant set after every client is
 connected). Node A runs the turn and writes it to Redis; B and C serve it from the shared log: one tailer
 per node (one ``XREAD BLOCK`` connection) feeds all of that node's clients. Per node: deliveries/s (events
 received by its clients / (last read - first write)) and the delivery latency (agent write -> client read:
-p50, p99, max). The reference is one node with a file log and the same number of clients per node.
+p50, p99, max). The reference is one node with a file log serving every client (3 x ``--subscribers``):
+the same fan-out on the same cores. (On this 2-core machine three servers, Redis and the clients share
+the cores, so more nodes cannot add capacity here; the figures show what the shared log costs.)
 
-Target (a ratio in the same run): the followers' p99 (B, C) <= 3x the single file-backed node's p99.
+Target (a ratio in the same run): the followers' p99 (B, C) <= 2x the single file-backed node's p99.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ async def run(args: argparse.Namespace) -> None:
             ServerProcess("turnstile", str(tmp / "file")) as single,
         ):
             shared = await one_turn(a, [a, b, c], args.subscribers, args)
-            alone = await one_turn(single, [single], args.subscribers, args)
+            alone = await one_turn(single, [single], 3 * args.subscribers, args)
     finally:
         redis.stop()
     for i, name in enumerate(("A (runs the turn)", "B (follower)", "C (follower)")):
@@ -101,11 +103,12 @@ async def run(args: argparse.Namespace) -> None:
         rows,
     )
     note("A runs the turn (writes to Redis, sends to its clients once written); B and C read it from Redis")
-    note("(one XREAD BLOCK tailer per node feeds all of its clients); 'one node, file log': the reference")
+    note("(one XREAD BLOCK tailer per node feeds all of its clients); 'one node, file log': every client on")
+    note("one file-backed node, the reference (the same fan-out on the same two cores)")
     note("'short' counts clients that missed deltas (0 expected)")
     worst_p99 = max(p99["B"], p99["C"])
     target(
-        "fan-out across nodes: follower p99 vs one file-backed node", worst_p99 / ref_p99, 3.0, higher=False
+        "fan-out across nodes: follower p99 vs one file-backed node", worst_p99 / ref_p99, 2.0, higher=False
     )
 
 

@@ -48,6 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(needs the 'redis' extra; the data directory then holds only the process ledger; docs/scaling.md)",
     )
     p.add_argument(
+        "--redis-trim",
+        help="per session stream with --redis-url: maxlen:N (default maxlen:100000), age:SECONDS, or none",
+    )
+    p.add_argument(
         "--node-id",
         help="this server's name among the servers sharing --redis-url: unique, and the same across its "
         "restarts (default: the host name)",
@@ -105,6 +109,8 @@ def build_configs(args: argparse.Namespace, env: dict[str, str] | None = None) -
         overrides["redis_url"] = args.redis_url
     if args.node_id is not None:
         overrides["node_id"] = args.node_id
+    if args.redis_trim is not None:
+        overrides["redis_trim"] = args.redis_trim
     runtime = RuntimeConfig.from_env(environ, **overrides)
     if runtime.redis_url is not None:
         from turnstile.engine.stores.redis import HAVE_COREDIS

@@ -777,6 +777,8 @@ class Runtime:
         unended = [v.id for v in session.fold.unended() if v.id not in open_streams]
         session.journal.append(SessionRecovered(seq=0, ts=None, ended=[*open_streams, *unended]))
         _end_unended(session)
+        if session.journal.writes_behind:
+            await session.journal.flush()  # recovered means written, as with a file log
         if self._closing:
             return
         await self._start_session(session, prewarm=False)
