@@ -57,6 +57,11 @@ class StorageFailed(StorageUnavailable):
         self.stream = stream
 
 
+class LogDiverged(LogError):
+    """A shared log no longer continues from what this server wrote: Redis lost entries (a restart without
+    persistence), or another server wrote to it. Nothing more is written to it; the message says which."""
+
+
 class SequenceGap(LogError):
     """An append would break the gap-free sequence of a log."""
 

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 
 import trio
 
-from turnstile.engine.errors import LogError
+from turnstile.engine.errors import LogDiverged, LogError
 from turnstile.engine.log import Record
 from turnstile.engine.runtime.journal import Journal
 from turnstile.engine.stores import AsyncLogStore
@@ -158,9 +158,10 @@ class WriteBehind:
                 "log %s: cannot write seqs %d-%d yet: %s; retrying", journal.name, first, last, exc
             )
         journal.write_trouble = str(exc)
-        if self._on_trouble is not None:
-            self._on_trouble(str(exc))
-        if now - state.failing_since >= self._grace_s and not journal.failing:
+        diverged = isinstance(exc, LogDiverged)  # this log cannot go on: no point in waiting
+        if self._on_trouble is not None and not diverged:
+            self._on_trouble(str(exc))  # the store itself is in trouble (readiness)
+        if (diverged or now - state.failing_since >= self._grace_s) and not journal.failing:
             journal.storage_failed(
                 f"{exc} (for {now - state.failing_since:.1f} s; the entries wait in memory and are written "
                 "first when the store works again)"

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from turnstile.engine.errors import ConfigError, LogCorrupted, LogError
+from turnstile.engine.errors import ConfigError, LogCorrupted, LogDiverged, LogError
 from turnstile.engine.log import Record, SessionStopped, decode_entry
 from turnstile.engine.stores import AsyncLogStore
 from turnstile.engine.stores.file import validate_session_id
@@ -526,12 +526,12 @@ class RedisLogStore:
             return applied
         repo = self.repo
         if found < expected:
-            raise LogError(
+            raise LogDiverged(
                 f"the Redis log of session {self.session_id} ends at seq {found} but seq {expected} was "
                 f"written: {repo.description} lost entries (restarted without persistence, or the keys "
                 "were deleted). Nothing more is written to it; see docs/scaling.md, Persistence"
             )
-        raise LogError(
+        raise LogDiverged(
             f"the Redis log of session {self.session_id} already goes on to seq {found} (this server "
             f"wrote up to {expected}): another server writes to it. Two servers share the node id "
             f"{repo.node!r}? Give each its own --node-id"
