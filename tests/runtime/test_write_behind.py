@@ -198,3 +198,20 @@ async def test_one_round_writes_every_session_waiting(redis: RedisServer) -> Non
             journal.close()
         assert writer.rounds == 2 and writer.batches == 30  # 20 sessions, then 10: two round trips
         nursery.cancel_scope.cancel()
+
+
+async def test_the_file_store_still_writes_and_sends_in_one_step(tmp_path: Path) -> None:
+    from turnstile.engine.stores.file import FileLogStore
+
+    journal = Journal("f", FileLogStore.open(tmp_path / "f.ndjson"))
+    assert not journal.writes_behind
+    sub = Subscription(journal, after=0)
+    sub.poke()
+    assert await sub.__anext__() == [] and sub.live
+    journal.extend([turn(1), turn(2)])
+    # No checkpoint in between: written, counted as written, and in the subscriber's buffer already.
+    assert journal.last_seq == 2 and journal.pending == 0
+    assert [r.entry.seq for r in sub._buf] == [1, 2]
+    assert (tmp_path / "f.ndjson").read_bytes().count(b"\n") == 2
+    sub.close()
+    journal.close()
