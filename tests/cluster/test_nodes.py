@@ -202,14 +202,15 @@ async def test_redis_restarted_mid_turn_loses_nothing(durable_cluster: Cluster) 
     restarted = trio.Event()
 
     async def restart_redis_mid_turn(rec: Received) -> None:
-        await until(lambda: len(rec.seqs) >= 10)
-        await trio.to_thread.run_sync(cluster.redis.stop)
-        # Down until A has had to keep the turn's entries waiting (its writer says so) and says it is
-        # not ready; then Redis is back, with what it had acknowledged (AOF).
-        await until(lambda: "cannot write seqs" in a.stderr_tail(20000))
-        async with client(a) as on_a:
-            while (await on_a.get("/readyz")).status_code != 503:  # noqa: ASYNC110 (another process)
-                await trio.sleep(0.05)
+        with trio.fail_after(60):
+            await until(lambda: len(rec.seqs) >= 10)
+            await trio.to_thread.run_sync(cluster.redis.stop)
+            # Down until A has had to keep the turn's entries waiting (its writer says so) and says it is
+            # not ready; then Redis is back, with what it had acknowledged (AOF).
+            await until(lambda: "cannot write seqs" in a.stderr_tail(20000))
+            async with client(a) as on_a:
+                while (await on_a.get("/readyz")).status_code != 503:  # noqa: ASYNC110 (another process)
+                    await trio.sleep(0.05)
         await trio.to_thread.run_sync(cluster.redis.start)
         restarted.set()
 
