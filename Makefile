@@ -19,9 +19,10 @@ $(SERVE_STAMP): pyproject.toml
 	$(PIP_INSTALL) -e .
 	touch $(SERVE_STAMP)
 
-# Everything the tests need: the test tools and the real Claude Code CLI (bundled in the SDK's wheel).
+# Everything the tests need: the test tools, the real Claude Code CLI (bundled in the SDK's wheel) and the
+# Redis client (the shared-log tests run against Debian's redis-server).
 $(STAMP): $(SERVE_STAMP)
-	$(PIP_INSTALL) -e '.[test,claude]'
+	$(PIP_INSTALL) -e '.[test,claude,redis]'
 	touch $(STAMP)
 
 demo: $(SERVE_STAMP)
@@ -46,7 +47,7 @@ clis: $(STAMP)
 	$(BIN)/python -m tests.compat.versions
 
 bench: $(STAMP)
-	$(PIP_INSTALL) -e '.[test,claude,bench]'
+	$(PIP_INSTALL) -e '.[test,claude,redis,bench]'
 	$(BIN)/python bench/run_all.py --write-docs docs/performance.md
 
 # The console's browser libraries (marked, DOMPurify, highlight.js), copied from the exact versions pinned in

@@ -28,6 +28,7 @@ _BY_NAME: Final[dict[str, tuple[int, str]]] = {
     "QueueFull": (429, "queue_full"),
     "SessionStopped": (409, "session_stopped"),
     "SessionExists": (409, "session_exists"),
+    "SessionOwnedElsewhere": (409, "session_owned_elsewhere"),
     "RuntimeClosed": (503, "shutting_down"),
     "SpawnError": (503, "agent_unavailable"),
     "AgentBinaryNotFound": (503, "agent_unavailable"),

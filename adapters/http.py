@@ -267,7 +267,7 @@ class _Api:
     # --- sessions ----------------------------------------------------------------------------------
 
     async def list_sessions(self, request: Request) -> Response:
-        return json_response({"sessions": self.runtime.sessions()})
+        return json_response({"sessions": await self.runtime.list_sessions()})
 
     async def create_session(self, request: Request) -> Response:
         body = await read_body(request, self.config.max_body_bytes, what="session options")

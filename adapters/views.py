@@ -1,4 +1,8 @@
-"""What the front-ends read about sessions and turns, from the runtime's public session objects."""
+"""What the front-ends read about sessions and turns, from the runtime's public session objects.
+
+A session is one this server runs or — when servers share a Redis log — one another node runs, read from
+the shared log (:meth:`Runtime.reader`); both read alike.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,24 @@ from collections.abc import AsyncIterator
 
 import trio
 
-from turnstile.engine.errors import StreamNotFound
+from turnstile.engine.errors import LogError, StorageUnavailable, StreamNotFound
 from turnstile.engine.log import Record
 from turnstile.engine.runtime.info import SessionInfo, TurnInfo
-from turnstile.engine.runtime.runtime import Runtime
-from turnstile.engine.runtime.session import Session
+from turnstile.engine.runtime.runtime import Reader, Runtime
 
 __all__ = ["last_seq", "read_log", "session", "session_closed", "session_info", "stream_bounds", "turn_info"]
 
 _LOG_CHUNK = 2048
 
 
-async def session(runtime: Runtime, sid: str) -> Session:
+async def session(runtime: Runtime, sid: str) -> Reader:
     """The session ``sid`` (waiting for start-up recovery if it may still be loading)."""
-    await runtime.wait_recovered()
-    return runtime.session(sid)
+    return await runtime.reader(sid)
 
 
 async def session_info(runtime: Runtime, sid: str) -> SessionInfo:
     """The session as the API shows it."""
-    return (await session(runtime, sid)).info()
+    return runtime.info_of(await session(runtime, sid))
 
 
 async def turn_info(runtime: Runtime, sid: str, tid: str) -> TurnInfo:
@@ -62,7 +64,10 @@ async def read_log(runtime: Runtime, sid: str, *, after: int, upto: int) -> Asyn
     s = await session(runtime, sid)
     cursor = after
     while cursor < upto:
-        chunk = s.journal.read(cursor, min(_LOG_CHUNK, upto - cursor))
+        try:
+            chunk = await s.journal.read_async(cursor, min(_LOG_CHUNK, upto - cursor))
+        except LogError as exc:
+            raise StorageUnavailable(f"cannot read the log of session {sid}: {exc}") from exc
         if not chunk:
             return
         yield chunk

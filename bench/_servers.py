@@ -1,7 +1,9 @@
 """Servers the latency and fan-out benchmarks talk to, each in a child process of its own.
 
-``python bench/_servers.py turnstile DATA_DIR [FSYNC]`` runs ``turnstile serve``
-(``turnstile.adapters.server.run_server``) with ``bench/emitter.py`` as the agent and pool size 0.
+``python bench/_servers.py turnstile DATA_DIR [FSYNC [REDIS_URL NODE]]`` runs ``turnstile serve``
+(``turnstile.adapters.server.run_server``) with ``bench/emitter.py`` as the agent and pool size 0; with
+``REDIS_URL`` its logs are in Redis Streams (shared with the other servers given the same URL) and it is
+node ``NODE``.
 ``python bench/_servers.py sse-starlette`` runs the alternative a user would likely write: a Starlette
 app under hypercorn's trio worker that spawns the same emitter on ``POST /start?prompt=...``, reads its
 stdout lines and fans each one out to every ``GET /events`` subscriber through a memory stream, sent by
@@ -81,7 +83,9 @@ def _announce(http: int, ws: int | None) -> None:
     sys.stdout.flush()
 
 
-async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
+async def serve_turnstile(
+    data_dir: str, fsync: str = "lifecycle", redis_url: str | None = None, node: str | None = None
+) -> None:
     from turnstile.adapters.server import freeze_startup_heap, run_server
     from turnstile.engine.runtime.config import AgentConfig, RuntimeConfig
 
@@ -92,6 +96,8 @@ async def serve_turnstile(data_dir: str, fsync: str = "lifecycle") -> None:
         pool_size=0,
         default_agent=AgentConfig(agent="sim", binary=binary),
         max_queued_turns=64,
+        redis_url=redis_url or None,
+        node_id=node,
     )
     server = ServerConfig(port=0, ws_port=0, heartbeat_s=15.0, send_timeout_s=30.0)
     async with trio.open_nursery() as nursery:
@@ -172,7 +178,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     kind = sys.argv[1]
     if kind == "turnstile":
-        trio.run(serve_turnstile, *sys.argv[2:4])
+        trio.run(serve_turnstile, *sys.argv[2:6])
     elif kind == "sse-starlette":
         trio.run(serve_sse_starlette)
     else:

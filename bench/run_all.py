@@ -18,7 +18,18 @@ from pathlib import Path
 import _common
 from _common import machine, versions
 
-SCRIPTS = ["decode", "replay", "machines", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
+SCRIPTS = [
+    "decode",
+    "replay",
+    "machines",
+    "pipeline",
+    "latency",
+    "fanout",
+    "redis_store",
+    "fanout_nodes",
+    "coldwarm",
+    "footprint",
+]
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

@@ -62,6 +62,11 @@ class StorageFailed(StorageUnavailable):
         self.stream = stream
 
 
+class LogDiverged(LogError):
+    """A shared log no longer continues from what this server wrote: Redis lost entries (a restart without
+    persistence), or another server wrote to it. Nothing more is written to it; the message says which."""
+
+
 class SequenceGap(LogError):
     """An append would break the gap-free sequence of a log."""
 
@@ -86,6 +91,23 @@ class SessionDamaged(TurnstileError):
 
     The message names the file, the line and what to do; the other sessions are not affected.
     """
+
+
+class SessionOwnedElsewhere(TurnstileError):
+    """The session is run by another server sharing the log (``owner``): this one only reads it.
+
+    Send turns, interrupts and stops to the owner (its ``node`` in the session's info); reading (SSE,
+    WebSocket, the log) works on every server.
+    """
+
+    def __init__(self, session_id: str, owner: str, node: str) -> None:
+        super().__init__(
+            f"session {session_id} is run by node {owner!r}; this node ({node!r}) only reads it: send turns, "
+            f"interrupts and stops to node {owner!r} (reading it works on every node; forwarding commands "
+            "between nodes is not built yet)"
+        )
+        self.session_id = session_id
+        self.owner = owner
 
 
 class StreamNotFound(TurnstileError):

@@ -1,5 +1,8 @@
 """``turnstile replay FILE``: run a recorded log or CLI transcript through the machines and report.
 
+``FILE`` may also be a session in Redis, ``redis://HOST:PORT/DB/SESSION`` (servers sharing a log): it is
+read straight from its stream, and replays exactly as its export (``turnstile log export``) does.
+
 Prints a table per stream (outcome and reason, time to first event, thinking, tools, total, tool calls,
 cost); ``--trace`` lists every state change with its seq first; ``--json`` prints one JSON object
 instead. ``--check GOLDEN`` compares the output with a golden file and exits 1 with a diff when they
@@ -16,10 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
+from turnstile.adapters.commands.sources import is_redis_url, read_source
 from turnstile.engine.errors import LogInputError, TurnstileError
 from turnstile.engine.fold import Change
 from turnstile.engine.replay import (
@@ -59,7 +63,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "file", type=Path, metavar="FILE", help="a Turnstile log or a CLI transcript (NDJSON)"
+        "file",
+        metavar="FILE",
+        help="a Turnstile log or a CLI transcript (NDJSON), or a session in Redis: redis://HOST:PORT/DB/SESSION",
+    )
+    parser.add_argument(
+        "--redis-prefix",
+        help="the key prefix of a Redis source (default: $TURNSTILE_REDIS_PREFIX or turnstile)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--trace", action="store_true", help="list every state change with its seq")
@@ -74,9 +84,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Replay ``args.file``; print the report (or check it against ``args.check``)."""
-    path: Path = args.file
+    path = str(args.file)
     try:
-        text, report = _replay(path, as_json=args.json, trace=args.trace, stream=args.check is None)
+        text, report = _replay(
+            path,
+            as_json=args.json,
+            trace=args.trace,
+            stream=args.check is None,
+            prefix=getattr(args, "redis_prefix", None),
+        )
     except TurnstileError as exc:
         print(f"turnstile replay: {exc}", file=sys.stderr)
         return 2
@@ -102,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
 
-def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, stream: bool = False) -> str:
+def replay_text(path: Path | str, *, as_json: bool = False, trace: bool = False, stream: bool = False) -> str:
     """What ``turnstile replay`` prints for ``path`` (the text a golden file holds).
 
     With ``stream``, text trace lines are written to stdout as they happen instead of being returned.
@@ -111,17 +127,15 @@ def replay_text(path: Path, *, as_json: bool = False, trace: bool = False, strea
     return _replay(path, as_json=as_json, trace=trace, stream=stream)[0]
 
 
-def _replay(path: Path, *, as_json: bool, trace: bool, stream: bool) -> tuple[str, ReplayReport]:
-    try:
-        size = path.stat().st_size
-        handle = path.open("rb")
-    except OSError as exc:
-        raise LogInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+def _replay(
+    path: Path | str, *, as_json: bool, trace: bool, stream: bool, prefix: str | None = None
+) -> tuple[str, ReplayReport]:
+    source, size = read_source(str(path), prefix=prefix)
     if size == 0:
-        handle.close()
+        source.close()
         raise LogInputError(f"{path} is empty: there is nothing to replay")
     kept: list[str] = []
-    printer = _Progress(size) if sys.stderr.isatty() and size >= _PROGRESS_MIN_BYTES else None
+    printer = _Progress(size) if size and sys.stderr.isatty() and size >= _PROGRESS_MIN_BYTES else None
 
     def on_change(change: Change) -> None:
         line = render_trace_line(change) + "\n"
@@ -130,29 +144,31 @@ def _replay(path: Path, *, as_json: bool, trace: bool, stream: bool) -> tuple[st
         else:
             kept.append(line)
 
-    with handle:
-        chunks = _chunks(handle, printer)
-        try:
-            report = replay(
-                read_entries(frames_of(chunks)),
-                on_change=on_change if trace and not as_json else None,
-                keep_trace=trace and as_json,
-            )
-        except BrokenPipeError:
-            raise  # writing the --trace lines to a closed stdout: not the file's fault
-        except OSError as exc:
-            raise LogInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-        finally:
-            if printer is not None:
-                printer.done()
+    chunks = _counted(source, printer)
+    try:
+        report = replay(
+            read_entries(frames_of(chunks)),
+            on_change=on_change if trace and not as_json else None,
+            keep_trace=trace and as_json,
+        )
+    except BrokenPipeError:
+        raise  # writing the --trace lines to a closed stdout: not the file's fault
+    except OSError as exc:
+        raise LogInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        chunks.close()
+        if printer is not None:
+            printer.done()
     _check_replayable(path, report)
     if as_json:
         return render_json(report), report
     return "".join(kept) + ("\n" if trace and report.streams else "") + render_table(report), report
 
 
-def _check_replayable(path: Path, report: ReplayReport) -> None:
+def _check_replayable(path: Path | str, report: ReplayReport) -> None:
     if report.entries == 0:
+        if is_redis_url(str(path)):
+            raise LogInputError(f"{path} has no entries: there is nothing to replay")
         raise LogInputError(f"{path} holds only blank lines: there is nothing to replay")
     if report.valid_entries == 0:
         raise LogInputError(
@@ -161,11 +177,16 @@ def _check_replayable(path: Path, report: ReplayReport) -> None:
         )
 
 
-def _chunks(handle: IO[bytes], progress: _Progress | None) -> Iterator[bytes]:
-    while chunk := handle.read(_CHUNK):
-        if progress is not None:
-            progress.advance(len(chunk))
-        yield chunk
+def _counted(
+    chunks: Generator[bytes, None, None], progress: _Progress | None
+) -> Generator[bytes, None, None]:
+    try:
+        for chunk in chunks:
+            if progress is not None:
+                progress.advance(len(chunk))
+            yield chunk
+    finally:
+        chunks.close()
 
 
 class _Progress:

@@ -42,6 +42,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--pool-size", type=int, help="warm processes kept per configuration (default 2; 0 = one-shot)"
     )
     p.add_argument("--data-dir", help="where session logs live (default: ./turnstile-data)")
+    p.add_argument(
+        "--redis-url",
+        help="keep every session log in Redis Streams, shared with other servers: redis://HOST:PORT/DB "
+        "(needs the 'redis' extra; the data directory then holds only the process ledger; docs/scaling.md)",
+    )
+    p.add_argument(
+        "--redis-trim",
+        help="per session stream with --redis-url: maxlen:N (default maxlen:100000), age:SECONDS, or none",
+    )
+    p.add_argument(
+        "--node-id",
+        help="this server's name among the servers sharing --redis-url: unique, and the same across its "
+        "restarts (default: the host name)",
+    )
     p.add_argument("--token", help="require this bearer token on every request")
     p.add_argument(
         "--allowed-origin",
@@ -91,7 +105,20 @@ def build_configs(args: argparse.Namespace, env: dict[str, str] | None = None) -
         overrides["pool_size"] = args.pool_size
     data_dir = args.data_dir or environ.get("TURNSTILE_DATA_DIR") or "turnstile-data"
     overrides["data_dir"] = data_dir
+    if args.redis_url is not None:
+        overrides["redis_url"] = args.redis_url
+    if args.node_id is not None:
+        overrides["node_id"] = args.node_id
+    if args.redis_trim is not None:
+        overrides["redis_trim"] = args.redis_trim
     runtime = RuntimeConfig.from_env(environ, **overrides)
+    if runtime.redis_url is not None:
+        from turnstile.engine.stores.redis import HAVE_COREDIS
+
+        if not HAVE_COREDIS:
+            raise ConfigError(
+                "--redis-url needs the coredis package: pip install 'turnstile[redis]' (coredis>=6.9,<7)"
+            )
     agent_changes: dict[str, Any] = {}
     if args.agent is not None:
         agent_changes["agent"] = args.agent
@@ -129,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
             await nursery.start(partial(run_server, server, runtime, handle_signals=True))
             freeze_startup_heap()
 
+    if runtime.redis_url is not None:
+        settings = runtime.redis_settings()
+        where = f"logs in Redis at {settings.where} as node {settings.node_name}"
+    else:
+        where = f"data in {runtime.data_dir}"
     print(
         f"turnstile: serving on http://{server.host}:{server.port} (agent {runtime.default_agent.agent}, "
-        f"pool size {runtime.pool_size}, data in {runtime.data_dir}); Ctrl-C to stop",
+        f"pool size {runtime.pool_size}, {where}); Ctrl-C to stop",
         file=sys.stderr,
     )
     try:

@@ -177,7 +177,7 @@ exit status (as linters do):
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``log stats`` under ``turnstile log``."""
+    """Register ``log stats`` (and ``log export``) under ``turnstile log``."""
     log = subparsers.add_parser("log", help="inspect Turnstile logs and CLI transcripts")
     log_sub = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
     p = log_sub.add_parser(
@@ -197,6 +197,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--max-line", type=int, default=DEFAULT_MAX_LINE, help="line size limit in bytes (default 8 MiB)"
     )
     p.set_defaults(func=run)
+    from turnstile.adapters.commands import export
+
+    export.add_parser(log_sub)
 
 
 def run(args: argparse.Namespace) -> int:

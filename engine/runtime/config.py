@@ -12,13 +12,16 @@ import hashlib
 import os
 import shlex
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from turnstile.engine.conductor import Limits
 from turnstile.engine.errors import ConfigError
 from turnstile.engine.framing import DEFAULT_MAX_LINE
+
+if TYPE_CHECKING:
+    from turnstile.engine.stores.redis import RedisSettings
 
 __all__ = ["ENV_PREFIX", "AgentConfig", "AgentKind", "FsyncPolicy", "RuntimeConfig"]
 
@@ -76,6 +79,17 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
         waiting in memory (readiness recovers by itself once they are written); ``storage_backlog_bytes``
         (16 MiB) of agent output kept in memory per log meanwhile — past it, output lines are counted in a
         ``log.dropped`` entry instead of kept (lifecycle entries are always kept).
+    Shared log (several servers; ``docs/scaling.md``)
+        ``redis_url`` (``TURNSTILE_REDIS_URL``; None): keep every log in Redis Streams at
+        ``redis://HOST:PORT/DB`` instead of the data directory (which then holds only the process ledger);
+        needs ``pip install 'turnstile[redis]'``. ``node_id`` (``TURNSTILE_NODE_ID``; default the host
+        name): this server's name, unique among the servers sharing the database and the same across its
+        restarts — it runs the sessions it created and serves every other one read-only.
+        ``redis_prefix`` (``turnstile``): of every key. ``redis_trim`` (``maxlen:100000``): per session
+        stream, ``maxlen:N`` keeps about N entries, ``age:SECONDS`` drops older ones (and a stopped
+        session's keys after that long), ``none`` keeps everything. ``storage_grace_s`` (10 s): how long a
+        running turn's entries may wait in memory for Redis to answer before the turn ends ``failed`` (also
+        past ``storage_backlog_bytes`` of them).
     Turns
         ``max_queued_turns`` (8): turns waiting behind the running one; more are refused (``QueueFull``).
     Interrupt
@@ -120,6 +134,11 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     default_agent: AgentConfig = AgentConfig()
     storage_retry_s: float = 1.0
     storage_backlog_bytes: int = 16 << 20
+    redis_url: str | None = None
+    node_id: str | None = None
+    redis_prefix: str = "turnstile"
+    redis_trim: str = "maxlen:100000"
+    storage_grace_s: float = 10.0
 
     max_queued_turns: int = 8
 
@@ -186,6 +205,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not self.storage_retry_s > 0:
             raise ConfigError(f"storage_retry_s must be positive seconds, got {self.storage_retry_s}")
+        if not self.storage_grace_s > 0:
+            raise ConfigError(f"storage_grace_s must be positive seconds, got {self.storage_grace_s}")
+        if self.redis_url is not None:
+            self.redis_settings()  # raises ConfigError naming the bad value
         for name in (
             "max_line",
             "subscriber_buffer",
@@ -211,6 +234,19 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigError(f"{name} must be positive seconds or unset (no limit), got {value}")
         if not 0 <= self.pool_max_turns_jitter < 1:
             raise ConfigError(f"pool_max_turns_jitter must be in [0, 1), got {self.pool_max_turns_jitter}")
+
+    def redis_settings(self) -> RedisSettings:
+        """Where the shared log is (``redis_url`` must be set); raises :class:`ConfigError`."""
+        from turnstile.engine.stores.redis import RedisSettings, parse_trim
+
+        if self.redis_url is None:
+            raise ConfigError("redis_url is not set")
+        return RedisSettings(
+            url=self.redis_url,
+            node=self.node_id or "",
+            prefix=self.redis_prefix,
+            trim=parse_trim(self.redis_trim),
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RuntimeConfig:

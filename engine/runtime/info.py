@@ -67,6 +67,8 @@ class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
     first_prompt: str | None = None
     last_activity: float | None = None
     restarted: bool = False
+    #: The node that runs the session when servers share a Redis log (``--node-id``), else None.
+    node: str | None = None
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,17 @@ When the store fails (disk full, permissions, I/O error) a *storage failure epis
   (lifecycle entries — a terminal entry, an exit — are always kept);
 * :meth:`Journal.retry` (the runtime calls it on a timer) writes the backlog first, in order, then the
   ``log.dropped`` note; the written entries go to listeners and the episode is over.
+
+**Stores that write over the network** (:class:`engine.stores.AsyncLogStore`, e.g. Redis Streams) cannot
+write in that synchronous step. For them the journal *writes behind*: an entry gets its seq, is folded and
+settled at once as above, and waits in the same in-memory list as a failure episode's backlog; the
+writer task (:mod:`engine.runtime.writer`) writes that list in order, in batches, and each batch is sent
+to subscribers and listeners only once written (:meth:`Journal.written`). Everything else holds: nothing
+is sent that is not written, and a seq is never reused. When the store keeps failing (the writer gives up
+waiting after a grace period) or the entries waiting pass ``backlog_bytes``, the writer or the journal
+begins a storage failure episode as above (:meth:`Journal.storage_failed`): subscribers are told, the
+session ends its turns ``failed``, and the backlog is written first once the store works again.
+:meth:`Journal.flush` waits until what was appended is written.
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ from turnstile.engine.log import (
 )
 from turnstile.engine.protocol import Message
 from turnstile.engine.runtime.syncer import Syncable, Syncer, default_syncer
-from turnstile.engine.stores import LogStore
+from turnstile.engine.stores import AnyLogStore, AsyncLogStore
 
 __all__ = ["DEFAULT_BACKLOG_BYTES", "Folder", "Journal", "Subscriber"]
 
@@ -113,7 +124,7 @@ class Journal:
     def __init__(
         self,
         name: str,
-        store: LogStore,
+        store: AnyLogStore,
         folder: Folder | None = None,
         *,
         clock: Callable[[], float] = time.time,
@@ -128,7 +139,13 @@ class Journal:
         # sessions is one trip to its thread.
         self._syncer = syncer if syncer is not None else default_syncer
         self._next = store.last_seq + 1
-        # A storage failure episode: entries appended (seq given, folded) but not written, in seq order.
+        #: The seq of the last entry written (and sent): what readers may see.
+        self._written = store.last_seq
+        #: Whether the store writes behind (network I/O): entries wait in _pending for the writer task.
+        self.writes_behind = isinstance(store, AsyncLogStore)
+        self._progress = trio.Event()  # set (and replaced) whenever entries are written or waiting
+        # Entries appended (seq given, folded) but not written, in seq order: a storage failure episode's
+        # backlog, and (writing behind) the writer's queue.
         self._pending: list[Record] = []
         self._pending_bytes = 0
         self._backlog_bytes = backlog_bytes
@@ -138,6 +155,10 @@ class Journal:
         self.write_error: str | None = None
         #: Why the last fsync failed (the entries are written but may not survive a power loss), else None.
         self.sync_error: str | None = None
+        #: Writing behind: why the writer's last try failed (it keeps trying until the grace ends), else None.
+        self.write_trouble: str | None = None
+        #: Writing behind: called when entries start waiting to be written (wakes the writer task).
+        self.on_unwritten: Callable[[], None] | None = None
         self.closed = False
         self._listeners: list[Listener] = []
         self._folded_hooks: list[Listener] = []
@@ -157,7 +178,7 @@ class Journal:
     @property
     def last_seq(self) -> int:
         """The seq of the last entry *written* — the last one anybody can have been sent."""
-        return self.store.last_seq
+        return self._written
 
     @property
     def next_seq(self) -> int:
@@ -238,6 +259,8 @@ class Journal:
             raise LogError(f"log {self.name} is closed; no more entries can be appended")
         written = self._write(records)
         if not written:
+            if self.writes_behind and self.write_error is None:
+                self._check_backlog(records)
             kept = self._bound(records)
             if kept < len(records):
                 del records[kept:], entries[kept:]
@@ -270,22 +293,31 @@ class Journal:
         """Store ``records``; the records now written (none while storage fails: the caller keeps them)."""
         if self.write_error is not None:
             return []  # the episode goes on: retry() writes the backlog, in order, first
+        if isinstance(self.store, AsyncLogStore):
+            return []  # the writer task writes them (in order, after what waits) and then sends them
         try:
             self.store.append(records)
         except LogError as exc:
-            self.write_error = str(exc)
-            self._announce = True
-            logger.error(
-                "log %s cannot be written: %s. Entries from seq %d on are kept in memory (agent output up "
-                "to %d bytes), sent to nobody, and written first when the storage works again; "
-                "subscribers were told; new sessions and turns get 503 meanwhile",
-                self.name,
-                exc,
-                records[0].entry.seq,
-                self._backlog_bytes,
-            )
+            self._begin_failure(str(exc), records[0].entry.seq)
             return []
+        self._written = records[-1].entry.seq
         return records
+
+    def _begin_failure(self, reason: str, first_seq: int) -> None:
+        """A storage failure episode begins: announced after the batch at hand is folded."""
+        self.write_error = reason
+        self._announce = True
+        if self.writes_behind:
+            self._wake()  # flush() waits no longer: the entries wait in memory now
+        logger.error(
+            "log %s cannot be written: %s. Entries from seq %d on are kept in memory (agent output up "
+            "to %d bytes), sent to nobody, and written first when the storage works again; "
+            "subscribers were told; new sessions and turns get 503 meanwhile",
+            self.name,
+            reason,
+            first_seq,
+            self._backlog_bytes,
+        )
 
     def _bound(self, records: list[Record]) -> int:
         """How many of ``records`` (the newest seqs) the backlog keeps: all but a tail of agent output
@@ -312,8 +344,30 @@ class Journal:
     def _keep(self, records: list[Record]) -> None:
         self._pending.extend(records)
         self._pending_bytes += sum(len(r.data) + 1 for r in records)
+        if self.writes_behind and self.on_unwritten is not None:
+            self.on_unwritten()
+
+    def _check_backlog(self, records: Sequence[Record]) -> None:
+        """Writing behind: more waiting than ``backlog_bytes`` begins a storage failure episode."""
+        size = self._pending_bytes + sum(len(r.data) + 1 for r in records)
+        if size > self._backlog_bytes:
+            trouble = self.write_trouble or "the store does not keep up"
+            self._begin_failure(
+                f"{trouble}; {size} bytes of entries waited to be written (more than storage_backlog_bytes="
+                f"{self._backlog_bytes})",
+                records[0].entry.seq,
+            )
+
+    def _wake(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     def _fan_out(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        self._written = records[-1].entry.seq
+        if self.writes_behind:
+            self._wake()
         for sub in list(self._live):
             sub._push(records)
         for listener in self._listeners:
@@ -349,7 +403,15 @@ class Journal:
     async def flush(self) -> None:
         """Make the lifecycle entries appended so far durable (fsync in a worker thread, batched with other
         logs' by the :class:`Syncer`, so the disk never stalls the event loop). Cancellation: an fsync
-        that started finishes in its thread."""
+        that started finishes in its thread.
+
+        Writing behind: wait until every entry appended so far is written, or the storage fails (then
+        the entries wait in memory; :attr:`failing` says so)."""
+        if self.writes_behind:
+            target = self._next - 1
+            while self._written < target and self.write_error is None and not self._store_released:
+                await self._progress.wait()
+            return
         if getattr(self.store, "sync_pending", False) and not self.closed:
             try:
                 await self._syncer.sync(cast(Syncable, self.store))
@@ -365,16 +427,25 @@ class Journal:
         dropped); True when the storage works again and nothing waits. The runtime calls this on a timer."""
         if self.write_error is None:
             return True
-        if self._store_released:
-            return False
+        if self._store_released or isinstance(self.store, AsyncLogStore):
+            return False  # writing behind, the writer task retries (and ends the episode: written())
         try:
             self.store.append(self._pending)
         except LogError as exc:
             self.write_error = str(exc)
             return False
         written, self._pending, self._pending_bytes = self._pending, [], 0
+        self._end_episode(written)
+        self._fan_out(written)
+        self._note_dropped()
+        if self.closed and not self.failing:
+            self._release_store()
+        return not self.failing
+
+    def _end_episode(self, written: list[Record]) -> None:
+        """The backlog is written (``written``: its last part): the episode is over."""
         self.write_error = None
-        dropped, self._dropped = self._dropped, _Dropped()
+        dropped = self._dropped
         logger.warning(
             "log %s can be written again: wrote the %d entries kept in memory (seqs %d-%d)%s",
             self.name,
@@ -385,7 +456,10 @@ class Journal:
             if dropped.entries
             else "",
         )
-        self._fan_out(written)
+
+    def _note_dropped(self) -> None:
+        """Append the ``log.dropped`` note for the output an episode could not keep (if any)."""
+        dropped, self._dropped = self._dropped, _Dropped()
         if dropped.entries:
             note = LogDropped(
                 seq=0,
@@ -397,9 +471,6 @@ class Journal:
                 f"{self._backlog_bytes} bytes",
             )
             self._append_note(note)
-        if self.closed and not self.failing:
-            self._release_store()
-        return not self.failing
 
     def _append_note(self, entry: Entry) -> None:
         # Like extend(), also for a log closed to new entries whose backlog is being written.
@@ -415,6 +486,49 @@ class Journal:
             self._announce = False
             self._announce_failure()
 
+    # --- the writer task's side (writing behind; engine.runtime.writer) ------------------------------------
+
+    def unwritten(self, limit: int, limit_bytes: int) -> list[Record]:
+        """The oldest entries waiting to be written: at most ``limit`` of them and about ``limit_bytes``."""
+        out: list[Record] = []
+        size = 0
+        for rec in self._pending:
+            if out and (len(out) >= limit or size + len(rec.data) > limit_bytes):
+                break
+            out.append(rec)
+            size += len(rec.data) + 1
+        return out
+
+    @property
+    def released(self) -> bool:
+        """Whether the store was given back: closed with nothing left to write, or abandoned."""
+        return self._store_released
+
+    def written(self, count: int) -> None:
+        """The writer wrote the ``count`` oldest waiting entries: send them (and end a failure episode
+        once nothing waits; release the store of a closed log once everything is written)."""
+        batch = self._pending[:count]
+        del self._pending[:count]
+        self._pending_bytes -= sum(len(r.data) + 1 for r in batch)
+        self.write_trouble = None
+        episode_over = self.write_error is not None and not self._pending
+        if episode_over:
+            self._end_episode(batch)
+        # During an episode no subscriber is live (all were told), so only listeners get these.
+        self._fan_out(batch)
+        if episode_over:
+            self._note_dropped()
+        if self.closed and not self._pending and self.write_error is None:
+            self._wind_up()
+
+    def storage_failed(self, reason: str) -> None:
+        """The writer gave up waiting for the store: begin a storage failure episode now."""
+        if self.write_error is not None or not self._pending:
+            return
+        self._begin_failure(reason, self._pending[0].entry.seq)
+        self._announce = False
+        self._announce_failure()
+
     async def replay(self, chunk: int = 2048, observe: Callable[[Entry], None] | None = None) -> int:
         """Fold the entries the store already holds (a reopened log); return how many.
 
@@ -423,7 +537,7 @@ class Journal:
         """
         after = 0
         while True:
-            batch = list(self.store.read(after, chunk))
+            batch = await self.read_async(after, chunk)
             if not batch:
                 break
             for rec in batch:
@@ -438,7 +552,8 @@ class Journal:
                     self.folder.apply(entry, None)
             after = batch[-1].entry.seq
             await trio.lowlevel.checkpoint()
-        self._next = self.store.last_seq + 1
+        self._written = max(after, self.store.last_seq)
+        self._next = self._written + 1
         return after
 
     def _index(self, entry: Entry) -> None:
@@ -451,7 +566,18 @@ class Journal:
 
     def read(self, after: int, limit: int) -> list[Record]:
         """Up to ``limit`` written records with ``seq > after`` (entries waiting in memory while the
-        storage fails are not readable: nobody may see an entry that is not written)."""
+        storage fails are not readable: nobody may see an entry that is not written). Only for a
+        synchronous store: use :meth:`read_async` for any."""
+        if isinstance(self.store, AsyncLogStore):
+            raise LogError(f"log {self.name} is read over the network: use read_async()")
+        return list(self.store.read(after, limit))
+
+    async def read_async(self, after: int, limit: int) -> list[Record]:
+        """Like :meth:`read`, for every store: a synchronous store is read without a scheduling point
+        (so a caller can act on the result in the same step), a network store is awaited (raises
+        :class:`LogError` when it cannot be read)."""
+        if isinstance(self.store, AsyncLogStore):
+            return await self.store.read_async(after, limit)
         return list(self.store.read(after, limit))
 
     # --- subscribers -----------------------------------------------------------------------------------
@@ -462,8 +588,8 @@ class Journal:
         if self.write_error is not None:
             sub._storage_failed(self.last_seq, self.write_error)
             return False
-        if self.closed:
-            return False
+        if self.closed and not (self.writes_behind and self._pending):
+            return False  # (writing behind, a closed log's last entries are still sent once written)
         self._live.add(sub)
         return True
 
@@ -480,6 +606,11 @@ class Journal:
         if self.write_error is not None:
             # One more try now; the runtime's retry timer keeps trying for a closed log too.
             self.retry()
+        if self.writes_behind and self._pending and self.write_error is None:
+            return  # the writer writes and sends what waits, then ends the subscribers (written())
+        self._wind_up()
+
+    def _wind_up(self) -> None:
         for sub in list(self._live):
             sub._close()
         self._live.clear()
@@ -510,3 +641,5 @@ class Journal:
         if not self._store_released:
             self._store_released = True
             self.store.close()
+            if self.writes_behind:
+                self._wake()  # the writer task (and flush) see it

@@ -24,31 +24,39 @@ back (damaged before its last line) makes that one session answer :class:`Sessio
 When a log cannot be written (disk full), its entries wait in memory (:mod:`engine.runtime.journal`) and a
 task retries them every ``storage_retry_s``; meanwhile new sessions and turns get
 :class:`StorageUnavailable` and readiness says why, until the backlog is written.
+
+Where the logs are comes from the configuration (:class:`engine.stores.Repository`): the data directory,
+memory, or — with ``redis_url`` — Redis Streams shared by several servers (``docs/scaling.md``). Then each
+log is written behind by a writer task (:mod:`engine.runtime.writer`), this runtime runs the sessions it
+created (its ``node_id`` owns them) and serves every other session of the database read-only
+(:mod:`engine.runtime.followers`); a turn, interrupt or stop for one of those raises
+:class:`SessionOwnedElsewhere`. A health task pings Redis every ``storage_retry_s`` for readiness.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 import trio
 
 from turnstile.engine.errors import (
     ConfigError,
+    LogCorrupted,
     LogError,
     RuntimeClosed,
     SessionDamaged,
     SessionExists,
     SessionNotFound,
+    SessionOwnedElsewhere,
     StorageUnavailable,
     StreamNotFound,
     TurnstileError,
@@ -71,11 +79,19 @@ from turnstile.engine.runtime.process import Launcher, SubprocessLauncher
 from turnstile.engine.runtime.session import Session
 from turnstile.engine.runtime.subscription import Subscription
 from turnstile.engine.runtime.watch import SessionWatch
-from turnstile.engine.stores import LogStore
-from turnstile.engine.stores.file import FileLogRepository, validate_session_id
-from turnstile.engine.stores.memory import MemoryLogStore
+from turnstile.engine.runtime.writer import WriteBehind
+from turnstile.engine.stores import AnyLogStore, Repository
+from turnstile.engine.stores.file import validate_session_id
+from turnstile.engine.stores.repository import FileRepository, MemoryRepository
 
-__all__ = ["Runtime", "open_runtime"]
+if TYPE_CHECKING:
+    from turnstile.engine.runtime.followers import Follower, Followers
+    from turnstile.engine.stores.redis import RedisRepository
+
+__all__ = ["Reader", "Runtime", "open_runtime"]
+
+Reader: TypeAlias = "Session | Follower"
+"""What the read side of the API serves: a session this runtime runs, or one another node runs."""
 
 logger = logging.getLogger("turnstile.runtime")
 
@@ -95,11 +111,15 @@ async def open_runtime(
     """
     rt = Runtime(config or RuntimeConfig(), launcher)
     try:
-        async with trio.open_nursery() as nursery:
+        async with rt._repo.connected(), trio.open_nursery() as nursery:
             rt._nursery = nursery
             try:
                 await nursery.start(rt._run_pool)
                 rt.pool.want(rt.config.default_agent)
+                if rt.followers is not None and rt.writer is not None:
+                    nursery.start_soon(rt._watch_repository)
+                    await nursery.start(rt.writer.run)
+                    await nursery.start(rt.followers.run)
                 nursery.start_soon(rt._recover)
                 nursery.start_soon(rt._retry_storage)
                 yield rt
@@ -147,17 +167,46 @@ class Runtime:
     def __init__(self, config: RuntimeConfig, launcher: Launcher | None = None) -> None:
         self.config = config
         self.clock = RuntimeClock()
-        self._repo: FileLogRepository | None = None
+        #: This server's name when it shares a Redis log with others (``node_id``), else None.
+        self.node: str | None = None
+        self._shared: RedisRepository | None = None
+        #: Sessions other nodes run, read from the shared log (None without one).
+        self.followers: Followers | None = None
         ledger_path: Path | None = None
-        if config.data_dir is not None:
-            self._repo = FileLogRepository(config.data_dir, fsync=config.fsync)
+        if config.redis_url is not None:
+            from turnstile.engine.runtime.followers import Followers
+            from turnstile.engine.stores.redis import RedisRepository
+
+            self._shared = RedisRepository(config.redis_settings())
+            self._repo: Repository = self._shared
+            self.node = self._shared.node
+            self.followers = Followers(self._shared, retry_max_s=max(config.storage_retry_s, 1.0))
+            #: The one task that writes every log of this runtime to Redis (in pipelined rounds).
+            self.writer: WriteBehind | None = WriteBehind(
+                self._shared,
+                grace_s=config.storage_grace_s,
+                retry_max_s=max(config.storage_retry_s, 1.0),
+                on_trouble=self._on_store_trouble,
+            )
+            if config.data_dir is not None:  # only the process ledger lives there
+                try:
+                    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+                    ledger_path = Path(config.data_dir) / "processes.json"
+                except OSError as exc:
+                    logger.error("cannot create %s for the process ledger: %s", config.data_dir, exc.strerror)
+        elif config.data_dir is not None:
+            files = FileRepository(config.data_dir, fsync=config.fsync)
+            self._repo = files
             try:
-                self._repo.ensure()
-                self._repo.remove_stray_probes()
+                files.prepare()
                 ledger_path = Path(config.data_dir) / "processes.json"
             except LogError as exc:
                 # Not fatal here: readiness reports it, and creating a session raises it.
                 logger.error("%s", exc)
+        else:
+            self._repo = MemoryRepository()
+        if self._shared is None:
+            self.writer = None
         self.ledger = ProcessLedger(ledger_path)
         self.reaped = self.ledger.reap_leftovers()
         for entry in self.reaped:
@@ -168,6 +217,8 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._recovered = trio.Event()
+        self._recovery_blocked: str | None = None  # why recovery cannot read the logs (it keeps trying)
+        self._recovery_changed = trio.Event()
         #: Session logs that could not be read back at startup (session id -> why): damaged sessions.
         self.recovery_errors: dict[str, str] = {}
         self._storage_trouble = trio.Event()  # set when a log's storage starts failing
@@ -192,7 +243,7 @@ class Runtime:
         is created.
         """
         self._check_open()
-        await self._recovered.wait()
+        await self.wait_recovered()
         agent = agent if agent is not None else self.config.default_agent
         sid = session_id if session_id is not None else f"s-{uuid.uuid4().hex[:12]}"
         try:
@@ -200,12 +251,19 @@ class Runtime:
         except LogError as exc:
             raise ConfigError(str(exc)) from exc
         self._raise_if_damaged(sid)
-        if sid in self._sessions or (self._repo is not None and self._repo.exists(sid)):
+        self._check_shared()
+        if sid in self._sessions or not await self._claim(sid):
             raise SessionExists(
                 f"session {sid!r} already exists; pick another id or use the existing session"
             )
-        self.check_storage()
-        session = self._new_session(sid, agent, self._open_new_log(sid))
+        try:
+            self.check_storage()
+            store = await self._open_new_log(sid)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._release(sid)
+            raise
+        session = self._new_session(sid, agent, store)
         session.journal.append(
             SessionCreated(
                 seq=0,
@@ -216,31 +274,106 @@ class Runtime:
                 pool_key=agent.pool_key(),
             )
         )
-        if session.journal.failing:
+        if session.journal.writes_behind:
+            # Written behind (Redis): a session is created once its session.created is written. Shielded
+            # and bounded by storage_grace_s: either created and running, or not created at all.
+            with trio.CancelScope(shield=True):
+                await session.journal.flush()
+        if session.journal.failing or session.journal.last_seq == 0:
             # Not written: no session. Leave no empty log behind (the id stays free).
-            reason = session.journal.write_error
+            reason = session.journal.write_error or session.journal.write_trouble
             session.journal.abandon(quiet=True)
-            if self._repo is not None:
-                _remove_if_empty(self._repo.path_for(sid))
+            with trio.CancelScope(shield=True):
+                await self._release(sid)
             raise StorageUnavailable(
-                f"cannot create session {sid!r}: {reason}; free space in the data directory and retry"
+                f"cannot create session {sid!r}: {reason}; "
+                + (
+                    "retry when Redis answers (see /readyz)"
+                    if self._shared
+                    else "free space in the data directory and retry"
+                )
             )
         self._sessions[sid] = session
         self._mark(sid)
         # Shielded (it returns at once): a session is either created and running, or not created at all.
         with trio.CancelScope(shield=True):
             await self._start_session(session, prewarm=self.config.pool_size > 0)
-        return session.info()
+        return self.info_of(session)
 
-    def _open_new_log(self, sid: str) -> LogStore:
-        if self._repo is None:
-            return MemoryLogStore()
+    async def _open_new_log(self, sid: str) -> AnyLogStore:
         try:
-            return self._repo.open(sid)
+            return await self._repo.open(sid)
         except LogError as exc:
             raise StorageUnavailable(
-                f"cannot create the log of session {sid!r}: {exc}; check the data directory and retry"
+                f"cannot create the log of session {sid!r}: {exc}; check the {self._repo.description} "
+                "and retry"
             ) from exc
+
+    async def _claim(self, sid: str) -> bool:
+        try:
+            return await self._repo.claim(sid)
+        except LogError as exc:
+            raise StorageUnavailable(
+                f"cannot create session {sid!r}: {exc}; retry when it answers (see /readyz)"
+            ) from exc
+
+    async def _release(self, sid: str) -> None:
+        try:
+            await self._repo.release(sid)
+        except LogError as exc:
+            logger.warning("session %s was not created; its id stays taken: %s", sid, exc)
+
+    def _check_shared(self) -> None:
+        """Raise :class:`StorageUnavailable` while the shared log (Redis) is known to be unreachable."""
+        problem = self._repo.problem() if self._shared is not None else None
+        if problem is not None:
+            raise StorageUnavailable(
+                f"the shared log cannot be written: {problem}; nothing new can start until it answers "
+                "(retried every {:g} s; see /readyz)".format(self.config.storage_retry_s)
+            )
+
+    async def _local(self, sid: str) -> Session:
+        """The session ``sid`` if this runtime runs it; else :class:`SessionOwnedElsewhere` (another node
+        runs it), :class:`SessionDamaged` or :class:`SessionNotFound`."""
+        session = self._sessions.get(sid)
+        if session is not None:
+            return session
+        self._raise_if_damaged(sid)
+        if self._shared is not None and self.node is not None:
+            try:
+                owner = await self._shared.owner(validate_session_id(sid))
+            except LogError as exc:
+                raise StorageUnavailable(f"cannot look up session {sid!r}: {exc}") from exc
+            if owner is not None:
+                raise SessionOwnedElsewhere(sid, owner, self.node)
+        raise SessionNotFound(f"no session {sid!r}; list sessions to find it, or create it first")
+
+    async def reader(self, sid: str) -> Reader:
+        """The session ``sid`` to read: one this runtime runs, or (sharing a Redis log) one another node
+        runs, folded from the shared log and brought up to date. Raises :class:`SessionNotFound`,
+        :class:`SessionDamaged`, :class:`StorageUnavailable`."""
+        session = self._sessions.get(sid)
+        if session is not None:
+            return session
+        await self.wait_recovered()
+        session = self._sessions.get(sid)
+        if session is not None:
+            return session
+        self._raise_if_damaged(sid)
+        if self.followers is not None:
+            try:
+                validate_session_id(sid)
+            except LogError:
+                raise SessionNotFound(f"no session {sid!r}; session ids are letters, digits, '_-.'") from None
+            return await self.followers.get(sid)
+        raise SessionNotFound(f"no session {sid!r}; list sessions to find it, or create it first")
+
+    def info_of(self, reader: Reader) -> SessionInfo:
+        """``reader``'s info, naming the node that runs it when servers share a log."""
+        info = reader.info()
+        if info.node is None and self.node is not None:
+            info = msgspec.structs.replace(info, node=self.node)
+        return info
 
     def session(self, sid: str) -> Session:
         """The session with id ``sid``; raises :class:`SessionNotFound` or :class:`SessionDamaged`."""
@@ -255,7 +388,7 @@ class Runtime:
         why = self.recovery_errors.get(sid)
         if why is None:
             return
-        if self._repo is not None and not self._repo.path_for(sid).exists():
+        if not self._repo.present(sid):
             # Moved aside by the operator: the id is free again.
             del self.recovery_errors[sid]
             return
@@ -268,6 +401,9 @@ class Runtime:
     def check_storage(self, sid: str | None = None) -> None:
         """Raise :class:`StorageUnavailable` while a log of this runtime (``sid``'s, or any when None)
         cannot be written: a new session, turn or live subscription would fail at once."""
+        if sid is not None and sid not in self._sessions and self._shared is not None:
+            self._check_shared()  # a session another node runs: only the shared log matters here
+            return
         sessions = [self.session(sid)] if sid is not None else list(self._sessions.values())
         for session in sessions:
             if session.journal.failing:
@@ -278,12 +414,41 @@ class Runtime:
                 )
 
     async def wait_recovered(self) -> None:
-        """Wait until the logs found in the data directory at startup are loaded (at once afterwards)."""
-        await self._recovered.wait()
+        """Wait until the logs found in the data directory at startup are loaded (at once afterwards).
+
+        Raises :class:`StorageUnavailable` while recovery cannot read them (Redis unreachable): it keeps
+        trying, and readiness says why."""
+        while not self._recovered.is_set():
+            if self._recovery_blocked is not None:
+                raise StorageUnavailable(f"{self._recovery_blocked}; retry when it answers (see /readyz)")
+            await self._recovery_changed.wait()
+
+    def _recovery_news(self, blocked: str | None) -> None:
+        self._recovery_blocked = blocked
+        self._recovery_changed.set()
+        self._recovery_changed = trio.Event()
 
     def sessions(self) -> list[SessionInfo]:
-        """Every session (also stopped ones, whose logs stay readable), oldest first."""
-        return [s.info() for s in sorted(self._sessions.values(), key=lambda s: s.created_at)]
+        """Every session this runtime runs (also stopped ones, whose logs stay readable), oldest first."""
+        return [self.info_of(s) for s in sorted(self._sessions.values(), key=lambda s: s.created_at)]
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first: with a shared log also those other nodes run (read from Redis)."""
+        await self.wait_recovered()
+        infos = {s.id: self.info_of(s) for s in self._sessions.values()}
+        if self._shared is not None and self.followers is not None:
+            try:
+                ids = await self._shared.all_ids()
+            except LogError as exc:
+                raise StorageUnavailable(f"cannot list the sessions: {exc}") from exc
+            for sid in ids:
+                if sid in infos or sid in self.recovery_errors:
+                    continue
+                try:
+                    infos[sid] = (await self.followers.get(sid)).info()
+                except (SessionNotFound, LogCorrupted):
+                    continue  # being created, or gone (expired) since the index was read
+        return sorted(infos.values(), key=lambda i: i.created_at)
 
     async def start_turn(self, sid: str, prompt: str | list[dict[str, Any]]) -> str:
         """Queue a turn; return its stream id. ``turn.requested`` is in the log (durably) on return.
@@ -293,7 +458,10 @@ class Runtime:
         turn; a call that started one returns its id.
         """
         self._check_open()
-        await self._recovered.wait()
+        await self.wait_recovered()
+        if sid not in self._sessions:
+            await self._local(sid)  # raises: not ours (another node runs it), damaged, or no such session
+        self._check_shared()
         # Cancellation is taken here, before the turn is accepted; accepting it and returning its id is
         # one synchronous step, so a caller never loses a turn it started.
         await trio.lowlevel.checkpoint()
@@ -302,9 +470,18 @@ class Runtime:
             self.check_storage()  # another log of the data directory fails: the disk is full for all
         stream = session.submit(prompt)
         # turn.requested is durable before the caller hears of the turn: fsync in a worker thread (a slow
-        # disk never stalls other streams), shielded so that the accepted turn's id is always returned.
+        # disk never stalls other streams) or written to Redis, shielded so that the accepted turn's id
+        # is always returned.
         with trio.CancelScope(shield=True):
             await session.journal.flush()
+        requested = session.journal.stream_start.get(stream, 0)
+        if session.journal.writes_behind and session.journal.last_seq < requested:
+            # Redis did not take it within the grace: the session ended the turn (failed), and both wait
+            # in memory to be written first. As when the disk is full: no turn taken.
+            raise StorageUnavailable(
+                f"session {sid} cannot write its log ({session.journal.write_error}); no turn taken: "
+                "retry when the storage works again (see /readyz)"
+            )
         return stream
 
     async def interrupt(self, sid: str, stream_id: str, *, by: str = "client") -> None:
@@ -314,29 +491,32 @@ class Runtime:
 
         A no-op for an ended stream. Raises :class:`SessionNotFound`, :class:`StreamNotFound`.
         """
-        await self._recovered.wait()
+        await self.wait_recovered()
+        session = await self._local(sid)
         await trio.lowlevel.checkpoint()
-        self.session(sid).interrupt(stream_id, by=by)
+        session.interrupt(stream_id, by=by)
 
     async def stop_session(self, sid: str, reason: str = "session stopped") -> None:
         """Stop a session: its open streams end ``cancelled``, its process is closed and reaped,
         ``session.stopped`` is logged and its subscribers end. Idempotent. Returns when done (bounded by
         ``close_grace_s + 2 * kill_after_s`` and a few seconds); cancelling the wait does not cancel the stop.
         """
-        await self._recovered.wait()
-        session = self.session(sid)
+        await self.wait_recovered()
+        session = await self._local(sid)
         await session.stop(reason)
         session.close_log()
+        if session.journal.writes_behind:
+            with trio.CancelScope(shield=True):
+                await session.journal.flush()  # session.stopped is written (or waits: see /readyz)
 
     async def delete_session(self, sid: str, reason: str = "session deleted") -> None:
         """Stop the session (as :meth:`stop_session`), then forget it and remove its log: it is listed no
         more and its id can be used again. Raises :class:`SessionNotFound`, :class:`LogError` (the log
-        file could not be removed: the session is stopped but stays listed)."""
+        could not be removed: the session is stopped but stays listed)."""
         await self.stop_session(sid, reason)
         if self._sessions.get(sid) is None:
             return  # deleted meanwhile by another caller
-        if self._repo is not None:
-            self._repo.delete(sid)
+        await self._repo.delete(sid)
         del self._sessions[sid]
         self._mark(sid)
 
@@ -344,13 +524,13 @@ class Runtime:
         """Name a session (``session.titled`` is logged, durably); ``""`` goes back to no title (lists
         show the first prompt). Raises :class:`SessionNotFound`, :class:`SessionStopped` (a stopped
         session's log is closed), :class:`LogError`."""
-        await self._recovered.wait()
+        await self.wait_recovered()
+        session = await self._local(sid)
         await trio.lowlevel.checkpoint()
-        session = self.session(sid)
         session.set_title(title)
         with trio.CancelScope(shield=True):
             await session.journal.flush()
-        return session.info()
+        return self.info_of(session)
 
     def watch_sessions(self) -> SessionWatch:
         """Watch which sessions change (:class:`SessionWatch`); close it (or use it as a context manager)
@@ -375,9 +555,7 @@ class Runtime:
 
     @asynccontextmanager
     async def _subscribe(self, sid: str, after: int, stream: str | None) -> AsyncIterator[Subscription]:
-        if sid not in self._sessions:
-            await self._recovered.wait()
-        session = self.session(sid)
+        session = await self.reader(sid)
         if (
             stream is not None
             and stream not in session.journal.stream_start
@@ -405,10 +583,11 @@ class Runtime:
         recovering = not self._recovered.is_set()
         if recovering:
             reasons.append("reading session logs back after a restart")
-        if self._repo is not None:
-            problem = self._cached("data_dir", self._repo.writable)
-            if problem:
-                reasons.append(problem)
+        if self._recovery_blocked is not None and recovering:
+            reasons.append(self._recovery_blocked)
+        problem = self._repo.problem()
+        if problem:
+            reasons.append(problem if not self._shared else f"the shared log cannot be written: {problem}")
         problem = self._cached("agent", lambda: self.launcher.check(self.config.default_agent))
         if problem:
             reasons.append(problem)
@@ -436,6 +615,9 @@ class Runtime:
         streams_open = sum(len(s.fold.open_streams) for s in self._sessions.values())
         subscribers = sum(len(s.journal.subscriptions) for s in self._sessions.values())
         lagged = sum(s.journal.lagged_total for s in self._sessions.values())
+        if self.followers is not None:
+            subscribers += self.followers.subscribers()
+            lagged += self.followers.lagged()
         procs = sum(1 for s in self._sessions.values() if s.pid is not None)
         status = self.pool.status()
         return MetricsSnapshot(
@@ -480,7 +662,7 @@ class Runtime:
             raise RuntimeClosed("the runtime is shutting down; nothing new can start")
 
     def _new_session(
-        self, sid: str, agent: AgentConfig, store: LogStore, created_at: float | None = None
+        self, sid: str, agent: AgentConfig, store: AnyLogStore, created_at: float | None = None
     ) -> Session:
         fold = SessionFold(sid)
         # fsyncs go to the process-wide default syncer; the session's entries are stamped by the runtime's
@@ -502,6 +684,9 @@ class Runtime:
         journal.add_listener(self._count)
         journal.add_listener(lambda records: self._changed(sid, records))
         journal.on_change = lambda: self._mark(sid)  # a machine moved (a turn's state, the session's)
+        if journal.writes_behind:
+            assert self.writer is not None
+            self.writer.add(journal)
         return session
 
     def _changed(self, sid: str, records: Sequence[Record]) -> None:
@@ -548,7 +733,18 @@ class Runtime:
 
     def _on_storage_failed(self, reason: str) -> None:
         self._storage_trouble.set()
-        self._checks.pop("data_dir", None)  # readiness looks again at once
+        if isinstance(self._repo, FileRepository):
+            self._repo.forget_check()  # readiness looks again at once
+
+    def _on_store_trouble(self, reason: str) -> None:
+        if self._shared is not None:
+            self._shared.note_trouble(reason)
+
+    async def _watch_repository(self) -> None:
+        """Ask the shared log how it is every ``storage_retry_s`` (readiness reads the answer)."""
+        while True:
+            await self._repo.check()
+            await trio.sleep(self.config.storage_retry_s)
 
     async def _retry_storage(self) -> None:
         """While any log cannot be written, retry its waiting entries every ``storage_retry_s`` — a timer,
@@ -562,8 +758,8 @@ class Runtime:
                 if not failing:
                     break
                 healed = [s for s in failing if s.journal.retry()]
-                if healed:
-                    self._checks.pop("data_dir", None)
+                if healed and isinstance(self._repo, FileRepository):
+                    self._repo.forget_check()
                 for session in healed:
                     await session.journal.flush()  # the backlog's lifecycle entries (a turn's end) too
 
@@ -576,12 +772,21 @@ class Runtime:
     async def _recover(self) -> None:
         """Fold every log in the data directory; end streams left open by a crash ("server restarted")."""
         try:
-            if self._repo is not None:
-                for sid in self._repo.list_ids():
-                    if sid in self._sessions:
-                        continue
+            for sid in await self._recoverable():
+                if sid in self._sessions:
+                    continue
+                while True:
                     try:
                         await self._load(sid)
+                    except LogError as exc:
+                        if self._shared is None or isinstance(exc, LogCorrupted):
+                            self.recovery_errors[sid] = str(exc)
+                            logger.error("cannot recover session %s: %s", sid, exc)
+                            break
+                        # Redis went away meanwhile: not the log's fault. Try again.
+                        self._recovery_news(f"cannot read session {sid} back from Redis: {exc}")
+                        await trio.sleep(self.config.storage_retry_s)
+                        continue
                     except (TurnstileError, OSError, msgspec.MsgspecError) as exc:
                         self.recovery_errors[sid] = str(exc)
                         logger.error("cannot recover session %s: %s", sid, exc)
@@ -589,12 +794,28 @@ class Runtime:
                         # Whatever one log holds, it must not keep the server (and the others) down.
                         self.recovery_errors[sid] = f"cannot read its log back: {type(exc).__name__}: {exc}"
                         logger.exception("cannot recover session %s", sid)
+                    break
         finally:
             self._recovered.set()
+            self._recovery_news(None)
+
+    async def _recoverable(self) -> list[str]:
+        """The sessions to read back, once the repository answers (trying again while it does not)."""
+        pause = 0.1
+        while True:
+            try:
+                ids = await self._repo.session_ids()
+            except LogError as exc:
+                where = self._repo.description
+                self._recovery_news(f"cannot list the sessions to recover from {where}: {exc}")
+                await trio.sleep(pause)
+                pause = min(pause * 2, max(self.config.storage_retry_s, 1.0))
+                continue
+            self._recovery_news(None)
+            return ids
 
     async def _load(self, sid: str) -> None:
-        assert self._repo is not None
-        store = self._repo.open(sid)
+        store = await self._repo.open(sid)
         created: list[SessionCreated] = []
         stopped: list[SessionStopped] = []
 
@@ -611,7 +832,7 @@ class Runtime:
         try:
             await session.journal.replay(observe=observe)
         except BaseException:
-            store.close()
+            session.journal.abandon(quiet=True)  # closes the store (and ends its writer task)
             raise
         if created:
             try:
@@ -622,7 +843,7 @@ class Runtime:
             session.pool_key = agent.pool_key()
             session.created_at = created[0].ts or session.created_at
         else:
-            session.created_at = _mtime(self._repo.path_for(sid))
+            session.created_at = self._repo.created_at(sid) or time.time()
         self._sessions[sid] = session
         self._mark(sid)
         # Every turn without a stream.ended in the log ends now: those left open and those an earlier
@@ -631,6 +852,8 @@ class Runtime:
         now = self.clock()
         session._feed(session.conductor.recover(stopped=bool(stopped)), now)
         session._feed(session.conductor.end_unended("server restarted", now), now)
+        if session.journal.writes_behind:
+            await session.journal.flush()  # recovered means written, as with a file log
         if stopped:
             session.mark_stopped()
             session.close_log()
@@ -659,8 +882,17 @@ class Runtime:
             for session in list(self._sessions.values()):
                 nursery.start_soon(session.shutdown)
             nursery.start_soon(self.pool.drain)
+        # Written behind (Redis): the turns' terminal entries are written before the writers stop.
+        async with trio.open_nursery() as nursery:
+            for session in list(self._sessions.values()):
+                if session.journal.writes_behind:
+                    nursery.start_soon(session.journal.flush)
 
     def _close_logs(self) -> None:
+        if self.followers is not None:
+            # Readers of sessions other nodes run end here (they resume on another node).
+            for follower in self.followers.all():
+                self.followers.forget(follower.id)
         for session in self._sessions.values():
             if not session.journal.closed:
                 # Anything a cancelled session did not get to end still ends here (synchronously).
@@ -697,18 +929,3 @@ def _pct(values: list[float], p: int) -> float | None:
         return None
     index = min(len(values) - 1, max(0, math.ceil(p / 100 * len(values)) - 1))
     return values[index]
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        if path.stat().st_size == 0:
-            path.unlink()
-    except OSError:
-        pass
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return time.time()

@@ -2,9 +2,12 @@
 
 A :class:`Subscription` is an async iterator of batches (``list[Record]``: whatever is ready at once, so
 a front-end can send many entries in one write). It starts as a cursor: it reads the store after ``after``
-in chunks. When a read finds nothing more, it registers for live pushes *in the same synchronous step*
-(no ``await`` between "nothing more in the log" and "send me what comes next"), so an append racing the
-catch-up is either already in the store or will be pushed: never missed, never twice.
+in chunks. Once its cursor has reached the journal's last *written* seq, it registers for live pushes *in
+the same synchronous step* as that comparison (no ``await`` between "nothing more in the log" and "send
+me what comes next"; the journal moves that seq and pushes the entries in one step too), so an append
+racing the catch-up is either already read or will be pushed: never missed, never twice. A read of a
+network store (Redis) is awaited, so entries may be written meanwhile: then the cursor is behind and it
+reads again. A store that cannot be read ends the subscription with :class:`engine.errors.StorageFailed`.
 
 Live, every append is pushed into the subscriber's bounded buffer (``buffer`` records) without waiting:
 the writer never blocks on a reader. A subscriber whose buffer would overflow is dropped from the live
@@ -28,7 +31,7 @@ from collections.abc import Sequence
 
 import trio
 
-from turnstile.engine.errors import Lagged, StorageFailed
+from turnstile.engine.errors import Lagged, LogError, StorageFailed
 from turnstile.engine.log import Record, StreamEnded
 from turnstile.engine.runtime.journal import Journal
 
@@ -94,7 +97,7 @@ class Subscription:
                 raise StopAsyncIteration
             batch: list[Record] = []
             if not self._live:
-                batch = self._catch_up()
+                batch = await self._catch_up()
                 if not batch:
                     # Everything in this chunk was filtered out: let others run before the next one.
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -129,16 +132,23 @@ class Subscription:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
 
-    def _catch_up(self) -> list[Record]:
-        records = self._journal.read(self._cursor, _CATCH_UP_CHUNK)
-        if not records:
-            # Caught up. Go live in this same synchronous step: nothing can be appended in between.
-            if not self._journal._go_live(self):
+    async def _catch_up(self) -> list[Record]:
+        journal = self._journal
+        try:
+            # A synchronous store is read without a scheduling point (see Journal.read_async).
+            records = await journal.read_async(self._cursor, _CATCH_UP_CHUNK)
+        except LogError as exc:
+            self._finish()
+            raise StorageFailed(self.last_seq, f"cannot read the log: {exc}", self.stream) from exc
+        if records:
+            self._cursor = max(self._cursor, records[-1].entry.seq)
+        if self._cursor >= journal.last_seq and not self._done:
+            # Caught up with everything written. Go live in this same synchronous step: whatever is
+            # written from now on is pushed.
+            if not journal._go_live(self):
                 self._closed = True
             self._live = True
-            return []
-        self._cursor = records[-1].entry.seq
-        return self._take(records)
+        return self._take(records) if records else []
 
     def _take(self, records: Sequence[Record]) -> list[Record]:
         """Filter, cut after the stream's end, and advance ``last_seq``."""
@@ -166,8 +176,8 @@ class Subscription:
     # --- called by the journal (synchronously, from the writer) ------------------------------------------
 
     def _push(self, records: Sequence[Record]) -> None:
-        if self._lagged or self._done:
-            return
+        if self._lagged or self._done or records[-1].entry.seq <= self.last_seq:
+            return  # (the last: a catch-up that read ahead of the journal already delivered these)
         if self.stream is not None:
             records = [r for r in records if r.entry.stream == self.stream]
             if not records:

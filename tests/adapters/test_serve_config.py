@@ -81,3 +81,32 @@ def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
 )
 def test_is_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
+
+
+def test_the_shared_log_flags_and_variables() -> None:
+    _, runtime = build_configs(parse(), env={})
+    assert runtime.redis_url is None  # the file store stays the default
+    env = {"TURNSTILE_REDIS_URL": "redis://10.0.0.5:6379/2", "TURNSTILE_NODE_ID": "api-1"}
+    _, runtime = build_configs(parse(), env=env)
+    settings = runtime.redis_settings()
+    assert (settings.where, settings.node_name, str(settings.trim)) == (
+        "redis://10.0.0.5:6379/2",
+        "api-1",
+        "maxlen:100000",
+    )
+    _, runtime = build_configs(
+        parse("--redis-url", "redis://r:1/0", "--node-id", "api-2", "--redis-trim", "age:7d"), env=env
+    )
+    settings = runtime.redis_settings()
+    assert (settings.where, settings.node_name, str(settings.trim)) == (
+        "redis://r:1/0",
+        "api-2",
+        "age:604800",
+    )
+    for argv, message in [
+        (("--redis-url", "http://r/0"), "must start with redis://"),
+        (("--redis-url", "redis://r/0", "--node-id", "a b"), "node_id"),
+        (("--redis-url", "redis://r/0", "--redis-trim", "forever"), "redis_trim"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_configs(parse(*argv), env={})

@@ -9,7 +9,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["decode", "replay", "machines", "pipeline", "latency", "fanout", "coldwarm", "footprint"]
+SCRIPTS = [
+    "decode",
+    "replay",
+    "machines",
+    "pipeline",
+    "latency",
+    "fanout",
+    "redis_store",
+    "fanout_nodes",
+    "coldwarm",
+    "footprint",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +40,10 @@ def test_script_prints_its_table(name: str) -> None:
         pytest.skip(f"bench/{name}.py is not there yet")
     if name == "fanout":
         pytest.importorskip("sse_starlette")
+    if name in ("redis_store", "fanout_nodes"):
+        from tests.redisd import require_redis
+
+        require_redis()
     done = subprocess.run(
         [sys.executable, str(script), *_quick_args(script)],
         capture_output=True,
